@@ -1,0 +1,83 @@
+# aiohttp-parent. Two commands set up everything on a fresh Debian host (as root):
+#   make image   build the parent image (installs Docker, Packer, tools, base image as needed)
+#   make test    the whole suite: lint, image and child-contract tests, molecule
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
+export DOCKER_BUILDKIT := 0
+
+# --- what `make image` builds (see README.rst, "Variables") ---------------
+DEBIAN_RELEASE ?= trixie
+BASE_IMAGE ?= local/debian:$(DEBIAN_RELEASE)
+IMAGE_NAME ?= aiohttp-parent
+IMAGE_VERSION ?= 0.1.0
+TAG_LATEST ?= true
+# The build trusts what this host trusts (TLS-intercepting proxies), without
+# leaving it in the image unless CA_CERTIFICATES_KEEP=true.
+CA_CERTIFICATES ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+CA_CERTIFICATES_KEEP ?= false
+BUILD_INPUTS_DIGEST ?=
+
+comma := ,
+empty :=
+space := $(empty) $(empty)
+ca_list = [$(subst $(space),$(comma),$(foreach f,$(CA_CERTIFICATES),"$(abspath $(f))"))]
+
+PACKER_VARS = \
+	-var image_name=$(IMAGE_NAME) \
+	-var image_version=$(IMAGE_VERSION) \
+	-var tag_latest=$(TAG_LATEST) \
+	-var debian_release=$(DEBIAN_RELEASE) \
+	-var base_image=$(BASE_IMAGE) \
+	-var 'ca_certificates=$(ca_list)' \
+	-var ca_certificates_keep=$(CA_CERTIFICATES_KEEP) \
+	-var source_revision=$(shell git rev-parse --short HEAD 2>/dev/null) \
+	-var build_inputs_digest=$(BUILD_INPUTS_DIGEST)
+
+.PHONY: help host tools base image lint test test-image pytest molecule clean
+
+help:
+	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION) (and :latest) on $(BASE_IMAGE)"
+	@echo "make test    lint, image and child-contract tests, molecule scenarios"
+	@echo "make lint    linters only;  make molecule    molecule scenarios only"
+
+host:
+	@sh scripts/host-setup.sh
+
+$(VENV)/.installed: requirements-tools.txt scripts/tool-venv.py
+	@echo "tools: creating $(VENV) from requirements-tools.txt"
+	python3 scripts/tool-venv.py $(VENV) requirements-tools.txt
+	@touch $@
+
+tools: host $(VENV)/.installed
+
+base: tools
+	@sh scripts/base-image.sh $(BASE_IMAGE)
+
+image: base
+	packer build -color=false $(PACKER_VARS) .
+
+lint: tools
+	yamllint --strict .
+	ansible-lint --profile production --offline
+	packer fmt -check -diff .
+	packer validate $(PACKER_VARS) .
+	ruff check .
+	ruff format --check .
+	shellcheck scripts/*.sh roles/*/files/lib/* roles/*/files/app/bin/* $(wildcard examples/*/bin/*.sh)
+
+pytest: base
+	pytest
+
+molecule: base
+	@echo "molecule: not yet"
+
+test: lint pytest molecule
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,208 @@
+# aiohttp-parent: a parent image for aiohttp/gunicorn services, built by
+# running playbooks/image.yml in a container and committing it.
+# Works with Debian's Packer 1.6.6: no `packer init`, no required_plugins.
+
+packer {
+  required_version = ">= 1.6.6"
+}
+
+variable "image_name" {
+  type        = string
+  default     = "aiohttp-parent"
+  description = "Repository name the image is tagged with."
+  validation {
+    condition     = regex_replace(var.image_name, "^[a-z0-9]+([._/:-][a-z0-9]+)*$", "") == ""
+    error_message = "The image_name must be a lower-case Docker repository name, such as aiohttp-parent or registry.example.com/team/aiohttp-parent."
+  }
+}
+
+variable "image_version" {
+  type        = string
+  default     = "0.1.0"
+  description = "Tag for this build; also the org.opencontainers.image.version label."
+  validation {
+    condition     = length(var.image_version) <= 128 && regex_replace(var.image_version, "^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "") == ""
+    error_message = "The image_version must be a valid Docker tag: letters, digits, _ . - (at most 128 characters)."
+  }
+}
+
+variable "tag_latest" {
+  type        = bool
+  default     = true
+  description = "Also tag the build as :latest (test builds turn this off)."
+}
+
+variable "debian_release" {
+  type        = string
+  default     = "trixie"
+  description = "Debian release of the base image: trixie (Python 3.13) or bookworm (Python 3.11)."
+  validation {
+    condition     = contains(["trixie", "bookworm"], var.debian_release)
+    error_message = "The debian_release must be \"trixie\" or \"bookworm\"."
+  }
+}
+
+variable "base_image" {
+  type        = string
+  default     = ""
+  description = "Base image; empty means local/debian:<debian_release>, built offline by `make image`. With a registry, e.g. debian:trixie-slim (it must match debian_release)."
+}
+
+variable "aiohttp_version" {
+  type        = string
+  default     = ""
+  description = "aiohttp version; empty means the pin in roles/python_venv/defaults/main.yml."
+}
+
+variable "gunicorn_version" {
+  type        = string
+  default     = ""
+  description = "gunicorn version; empty means the pin in roles/python_venv/defaults/main.yml."
+}
+
+variable "uvloop_version" {
+  type        = string
+  default     = ""
+  description = "uvloop version; empty means the pin in roles/python_venv/defaults/main.yml."
+}
+
+variable "ca_certificates" {
+  type        = list(string)
+  default     = []
+  description = "PEM files (single certificates or bundles) on the build host to trust during the build, e.g. a TLS-intercepting proxy's CA."
+  validation {
+    condition     = length([for f in var.ca_certificates : f if ! fileexists(f)]) == 0
+    error_message = "Every entry of ca_certificates must be a readable file on the build host."
+  }
+}
+
+variable "ca_certificates_keep" {
+  type        = bool
+  default     = false
+  description = "Keep the ca_certificates in the image's trust store, so child builds (pip) and the app trust them too."
+}
+
+variable "build_inputs_digest" {
+  type        = string
+  default     = ""
+  description = "Digest of the files the image is built from; the test suite uses it to reuse an up-to-date image."
+}
+
+variable "source_revision" {
+  type        = string
+  default     = ""
+  description = "VCS revision of this repository, for the org.opencontainers.image.revision label."
+}
+
+locals {
+  pins = yamldecode(file("${path.root}/roles/python_venv/defaults/main.yml"))
+  versions = {
+    aiohttp  = var.aiohttp_version != "" ? var.aiohttp_version : local.pins.python_venv_aiohttp_version
+    gunicorn = var.gunicorn_version != "" ? var.gunicorn_version : local.pins.python_venv_gunicorn_version
+    uvloop   = var.uvloop_version != "" ? var.uvloop_version : local.pins.python_venv_uvloop_version
+  }
+  python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]
+  base_image     = var.base_image != "" ? var.base_image : "local/debian:${var.debian_release}"
+
+  ansible_vars = {
+    python_venv_python_version   = local.python_version
+    python_venv_aiohttp_version  = local.versions.aiohttp
+    python_venv_gunicorn_version = local.versions.gunicorn
+    python_venv_uvloop_version   = local.versions.uvloop
+    ca_certificates_files        = [for f in var.ca_certificates : abspath(f)]
+    image_keep_ca_certificates   = var.ca_certificates_keep
+  }
+
+  labels = {
+    "org.opencontainers.image.title"       = "aiohttp-parent"
+    "org.opencontainers.image.description" = "Parent image for aiohttp/gunicorn services: nginx + gunicorn (uvloop) under supervisord, ONBUILD child contract"
+    "org.opencontainers.image.version"     = var.image_version
+    "org.opencontainers.image.revision"    = var.source_revision
+    "org.opencontainers.image.licenses"    = "MIT"
+    "org.opencontainers.image.base.name"   = local.base_image
+    "aiohttp-parent.aiohttp.version"       = local.versions.aiohttp
+    "aiohttp-parent.gunicorn.version"      = local.versions.gunicorn
+    "aiohttp-parent.uvloop.version"        = local.versions.uvloop
+    "aiohttp-parent.python.version"        = local.python_version
+    "aiohttp-parent.debian.release"        = var.debian_release
+    "aiohttp-parent.build.inputs"          = var.build_inputs_digest
+  }
+
+  # The child-image contract, run in this order by `FROM aiohttp-parent`:
+  # build args and environment, the build context into /app, then the
+  # onbuild script (container/files into /, bin/setup.sh, requirements,
+  # setup.py or pyproject.toml, bin/cleanup.sh). Logic lives in the script.
+  onbuild = [
+    "ONBUILD ARG DEV=0",
+    "ONBUILD ARG PYTHONASYNCIODEBUG=",
+    "ONBUILD ARG PYTHONDONTWRITEBYTECODE=1",
+    "ONBUILD ENV DEV=$DEV PYTHONASYNCIODEBUG=$PYTHONASYNCIODEBUG PYTHONDONTWRITEBYTECODE=$PYTHONDONTWRITEBYTECODE",
+    "ONBUILD COPY . /app",
+    "ONBUILD WORKDIR /app",
+    "ONBUILD RUN [\"/usr/local/lib/aiohttp-parent/onbuild\"]",
+  ]
+
+  changes = concat(
+    [
+      # Packer starts the build container with --entrypoint=/bin/sh; this replaces it.
+      "ENTRYPOINT [\"/app/bin/entrypoint.sh\"]",
+      "CMD [\"python\"]",
+      "WORKDIR /app",
+      "ENV VIRTUAL_ENV=/var/www/venv",
+      "ENV PATH=/var/www/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
+      "EXPOSE 80/tcp 443/tcp",
+    ],
+    [for k, v in local.labels : format("LABEL %q=%q", k, v)],
+    local.onbuild,
+  )
+}
+
+source "docker" "parent" {
+  image  = local.base_image
+  pull   = false
+  commit = true
+  # Packer's upload mount goes on /mnt, which Debian bases already have empty,
+  # so the commit leaves no mount point behind (not /tmp: apt's sandbox user
+  # could not write to it).
+  container_dir = "/mnt"
+  changes       = local.changes
+}
+
+build {
+  sources = ["source.docker.parent"]
+
+  # Ansible needs a Python on the target; the base image is minbase.
+  provisioner "shell" {
+    inline = [
+      "apt-get update -qq",
+      "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null",
+    ]
+  }
+
+  provisioner "ansible" {
+    playbook_file = "${path.root}/playbooks/image.yml"
+    user          = "root"
+    # Talk to the build container through `docker exec`, not Packer's SSH proxy.
+    extra_arguments = [
+      "-e", "ansible_connection=community.docker.docker",
+      "-e", "ansible_host=${build.ID}",
+      "-e", "ansible_python_interpreter=/usr/bin/python3",
+      "-e", jsonencode(local.ansible_vars),
+    ]
+    ansible_env_vars = [
+      "ANSIBLE_CONFIG=${path.root}/ansible.cfg",
+      "ANSIBLE_FORCE_COLOR=0",
+    ]
+  }
+
+  # Ansible keeps its remote temp directory under root's home.
+  provisioner "shell" {
+    inline = ["rm -rf /root/.ansible"]
+  }
+
+  post-processor "docker-tag" {
+    repository = var.image_name
+    tags       = var.tag_latest ? [var.image_version, "latest"] : [var.image_version]
+  }
+}

@@ -1,0 +1,49 @@
+"""Create the tool venv and unpack the Ansible collections it needs.
+
+Galaxy cannot be reached, so the collections come from the `ansible` wheel on
+PyPI: only the ones named below are extracted (a few MB instead of ~500 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import venv
+import zipfile
+from pathlib import Path
+
+ANSIBLE_WHEEL = "ansible==12.3.0"
+COLLECTIONS = ("community/docker", "ansible/posix", "community/general")
+
+
+def run(*cmd: str | Path) -> None:
+    subprocess.run([str(c) for c in cmd], check=True)
+
+
+def extract_collections(pip: Path, dest: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        run(pip, "download", "--quiet", "--no-deps", "--dest", tmp, ANSIBLE_WHEEL)
+        (wheel,) = Path(tmp).glob("ansible-*.whl")
+        prefixes = tuple(f"ansible_collections/{c}/" for c in COLLECTIONS)
+        with zipfile.ZipFile(wheel) as archive:
+            members = [m for m in archive.namelist() if m.startswith(prefixes)]
+            archive.extractall(dest, members)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("venv", type=Path)
+    parser.add_argument("requirements", type=Path)
+    args = parser.parse_args()
+
+    venv.EnvBuilder(with_pip=True, clear=True).create(args.venv)
+    pip = args.venv / "bin" / "pip"
+    run(pip, "install", "--quiet", "--disable-pip-version-check", "-r", args.requirements)
+    extract_collections(pip, args.venv / "collections")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
