@@ -1,0 +1,92 @@
+"""Thin helpers over the docker CLI: real builds, real containers, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+DOCKER = os.environ.get("DOCKER", "docker")
+ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def docker(
+    *args: str, check: bool = True, timeout: float = 600, input: str | None = None
+) -> Result:
+    proc = subprocess.run(
+        [DOCKER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+        input=input,
+        check=False,
+    )
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"docker {' '.join(args)} failed ({proc.returncode}):\n{result.output}"
+        )
+    return result
+
+
+def inspect(obj: str) -> dict:
+    return json.loads(docker("inspect", obj).stdout)[0]
+
+
+def image_exists(tag: str) -> bool:
+    return docker("image", "inspect", tag, check=False).returncode == 0
+
+
+def build(
+    context: Path, tag: str, build_args: dict[str, str] | None = None, check: bool = True
+) -> Result:
+    args = ["build", "--force-rm", "-t", tag]
+    for key, value in (build_args or {}).items():
+        args += ["--build-arg", f"{key}={value}"]
+    return docker(*args, str(context), check=check)
+
+
+def run(image: str, *cmd: str, opts: Sequence[str] = (), check: bool = False) -> Result:
+    return docker("run", "--rm", *opts, image, *cmd, check=check, timeout=120)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def container(image: str, *cmd: str, opts: Sequence[str] = ()) -> Iterator[str]:
+    """A detached container, removed (with its logs printed on failure) afterwards."""
+    name = unique("aiohttp-parent-test")
+    docker("run", "-d", "--name", name, *opts, image, *cmd)
+    try:
+        yield name
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
+
+
+def wait_for(predicate: object, timeout: float = 30, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return False

@@ -1,0 +1,207 @@
+"""Child images: every ONBUILD step and every way it can fail, built for real."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import docker
+
+REQS = {"requirements.txt": ""}
+ASYNCIO_DEBUG = "import asyncio; print(asyncio.new_event_loop().get_debug())"
+
+
+def test_child_without_container_files_builds(build_child) -> None:
+    tag, _ = build_child(REQS, name="bare")
+    assert docker.run(tag, "python", "-c", "print('ok')").stdout.strip() == "ok"
+
+
+def test_container_files_are_copied_into_root(build_child) -> None:
+    tag, _ = build_child(
+        {**REQS, "container/files/etc/nginx/conf.d/child.conf": "# from the child\n"},
+        name="files",
+    )
+    out = docker.run(tag, "cat", "/etc/nginx/conf.d/child.conf").stdout
+    assert out == "# from the child\n"
+
+
+def test_build_context_is_copied_to_app(build_child) -> None:
+    tag, _ = build_child({**REQS, "myapp/__init__.py": "NAME = 'child'\n"}, name="context")
+    assert (
+        docker.run(tag, "python", "-c", "import myapp; print(myapp.NAME)").stdout.strip() == "child"
+    )
+
+
+@pytest.mark.parametrize("dev", ["0", "1"])
+def test_setup_sh_is_sourced_and_sees_dev(build_child, dev: str) -> None:
+    setup = 'echo "dev=$DEV" > /etc/child-setup\nexport FROM_SETUP=yes\n'
+    # The export reaching cleanup.sh proves setup.sh was sourced, not executed.
+    cleanup = 'echo "setup-export=$FROM_SETUP" >> /etc/child-setup\n'
+    tag, _ = build_child(
+        {**REQS, "bin/setup.sh": setup, "bin/cleanup.sh": cleanup},
+        build_args={"DEV": dev},
+        name="setup",
+    )
+    assert docker.run(tag, "cat", "/etc/child-setup").stdout == f"dev={dev}\nsetup-export=yes\n"
+
+
+def test_workdir_is_app(build_child) -> None:
+    tag, _ = build_child(REQS, name="workdir")
+    assert docker.run(tag, "pwd").stdout.strip() == "/app"
+
+
+def test_requirements_are_installed_into_the_venv(build_child) -> None:
+    tag, _ = build_child({"requirements.txt": "six==1.16.0\n"}, name="reqs")
+    out = docker.run(tag, "python", "-c", "import six; print(six.__version__, six.__file__)").stdout
+    assert out.startswith("1.16.0 /var/www/venv/")
+
+
+@pytest.mark.parametrize(("dev", "installed"), [("0", False), ("1", True)])
+def test_requirements_dev_only_with_dev_1(build_child, dev: str, installed: bool) -> None:
+    tag, _ = build_child(
+        {**REQS, "requirements-dev.txt": "six==1.16.0\n"}, build_args={"DEV": dev}, name="devreqs"
+    )
+    result = docker.run(tag, "python", "-c", "import six")
+    assert (result.returncode == 0) is installed
+
+
+SETUP_PY = (
+    "from setuptools import setup\nsetup(name='childpkg', version='1.0', py_modules=['childmod'])\n"
+)
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "childpkg"
+version = "1.0"
+
+[tool.setuptools]
+py-modules = ["childmod"]
+"""
+
+
+@pytest.mark.parametrize(
+    "project",
+    [{"setup.py": SETUP_PY}, {"pyproject.toml": PYPROJECT}],
+    ids=["setup.py", "pyproject.toml"],
+)
+def test_project_is_installed_editable_without_deps(build_child, project: dict) -> None:
+    files = {**REQS, **project, "childmod.py": "WHERE = __file__\n"}
+    tag, _ = build_child(files, name="project")
+    out = docker.run(
+        tag,
+        "sh",
+        "-c",
+        "cd / && python -c 'import childmod; print(childmod.WHERE)' && pip show childpkg",
+    ).stdout
+    assert out.startswith("/app/childmod.py\n")  # editable: the code in /app is what runs
+    assert "Name: childpkg" in out
+
+
+def test_tool_only_pyproject_is_not_installed(build_child) -> None:
+    tag, result = build_child(
+        {**REQS, "pyproject.toml": "[tool.ruff]\nline-length = 90\n"}, name="toolcfg"
+    )
+    assert "pip install --no-deps -e ." not in result.output
+    assert "childpkg" not in docker.run(tag, "pip", "list").stdout
+
+
+def test_cleanup_sh_is_sourced(build_child) -> None:
+    tag, _ = build_child(
+        {**REQS, "bin/cleanup.sh": "rm -rf /app/docs\n", "docs/a.txt": "x"}, name="cleanup"
+    )
+    assert docker.run(tag, "test", "-e", "/app/docs").returncode == 1
+
+
+# --- failures: the build stops, the message names the cause ---------------
+
+
+def test_missing_requirements_txt_fails_with_a_clear_message(build_child) -> None:
+    _, result = build_child({"app.py": ""}, check=False, name="noreqs")
+    assert result.returncode != 0
+    assert "no requirements.txt in the build context" in result.output
+    assert "add a requirements.txt" in result.output
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "2", ""])
+def test_invalid_dev_fails_naming_dev_and_allowed_values(build_child, value: str) -> None:
+    _, result = build_child(REQS, build_args={"DEV": value}, check=False, name="baddev")
+    assert result.returncode != 0
+    assert f"DEV='{value}' is not valid" in result.output
+    assert "DEV=0" in result.output
+    assert "DEV=1" in result.output
+
+
+@pytest.mark.parametrize("script", ["setup.sh", "cleanup.sh"])
+def test_failing_hook_script_fails_the_build(build_child, script: str) -> None:
+    body = "echo before\nfalse\necho after-the-failure\n"
+    _, result = build_child({**REQS, f"bin/{script}": body}, check=False, name="failhook")
+    assert result.returncode != 0
+    assert f"'source bin/{script}' failed with exit status 1" in result.output
+    assert "after-the-failure" not in result.output
+
+
+def test_unknown_requirement_fails_naming_the_step(build_child) -> None:
+    reqs = {"requirements.txt": "this-package-does-not-exist-aiohttp-parent==0.0.1\n"}
+    _, result = build_child(reqs, check=False, name="badreq")
+    assert result.returncode != 0
+    assert "'pip install -r requirements.txt' failed" in result.output
+
+
+# --- environment ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build_args", "run_env", "debug"),
+    [
+        ({"DEV": "0"}, {}, "False"),
+        ({"DEV": "1"}, {}, "True"),
+        ({"DEV": "0", "PYTHONASYNCIODEBUG": "1"}, {}, "True"),
+        ({"DEV": "1", "PYTHONASYNCIODEBUG": "0"}, {}, "False"),
+        ({"DEV": "0"}, {"PYTHONASYNCIODEBUG": "1"}, "True"),
+        ({"DEV": "1"}, {"PYTHONASYNCIODEBUG": "0"}, "False"),
+        ({"DEV": "0"}, {"PYTHONASYNCIODEBUG": "0"}, "False"),
+    ],
+    ids=[
+        "dev0",
+        "dev1",
+        "dev0-arg-on",
+        "dev1-arg-off",
+        "dev0-run-on",
+        "dev1-run-off",
+        "dev0-run-0",
+    ],
+)
+def test_asyncio_debug_follows_dev_unless_overridden(
+    build_child, build_args, run_env, debug
+) -> None:
+    tag, _ = build_child(REQS, build_args=build_args, name="asynciodebug")
+    opts = [f"--env={k}={v}" for k, v in run_env.items()]
+    assert docker.run(tag, "python", "-c", ASYNCIO_DEBUG, opts=opts).stdout.strip() == debug
+
+
+def test_child_env_can_override_asyncio_debug(build_child, parent_image: str) -> None:
+    dockerfile = f"FROM {parent_image}\nENV PYTHONASYNCIODEBUG=1\n"
+    tag, _ = build_child({**REQS, "Dockerfile": dockerfile}, name="envdebug")
+    assert docker.run(tag, "python", "-c", ASYNCIO_DEBUG).stdout.strip() == "True"
+
+
+DONT_WRITE = "import sys; print(sys.dont_write_bytecode)"
+
+
+def test_dont_write_bytecode_is_on_by_default(build_child) -> None:
+    tag, _ = build_child(REQS, name="bytecode")
+    assert docker.run(tag, "python", "-c", DONT_WRITE).stdout.strip() == "True"
+
+
+def test_child_env_can_turn_bytecode_writing_back_on(build_child, parent_image: str) -> None:
+    # Python reads any non-empty value as "on", so the override is an empty value.
+    dockerfile = f"FROM {parent_image}\nENV PYTHONDONTWRITEBYTECODE=\n"
+    tag, _ = build_child({**REQS, "Dockerfile": dockerfile}, name="bytecode-on")
+    assert docker.run(tag, "python", "-c", DONT_WRITE).stdout.strip() == "False"
+
+
+def test_dev_is_in_the_environment(build_child) -> None:
+    tag, _ = build_child(REQS, build_args={"DEV": "1"}, name="devenv")
+    assert "DEV=1" in docker.inspect(tag)["Config"]["Env"]

@@ -1,0 +1,131 @@
+"""The parent image: its metadata (the child contract) and what it contains."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import docker
+
+ROOT = Path(__file__).resolve().parent.parent
+PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
+VENV = "/var/www/venv"
+
+
+@pytest.fixture(scope="module")
+def config(parent_image: str) -> dict:
+    return docker.inspect(parent_image)["Config"]
+
+
+@pytest.mark.parametrize("package", ["aiohttp", "gunicorn", "uvloop"])
+def test_version_labels_show_the_pins(config: dict, package: str) -> None:
+    assert (
+        config["Labels"][f"aiohttp-parent.{package}.version"]
+        == PINS[f"python_venv_{package}_version"]
+    )
+
+
+@pytest.mark.parametrize("package", ["aiohttp", "gunicorn", "uvloop"])
+def test_venv_holds_the_pinned_versions(parent_host, package: str) -> None:
+    out = parent_host.check_output(f"{VENV}/bin/pip show {package}")
+    assert f"Version: {PINS[f'python_venv_{package}_version']}" in out
+
+
+def test_python_label_matches_the_interpreter(config: dict, parent_host) -> None:
+    version = parent_host.check_output(
+        f"{VENV}/bin/python -c 'import sys; print(*sys.version_info[:2], sep=\".\")'"
+    )
+    assert config["Labels"]["aiohttp-parent.python.version"] == version
+
+
+@pytest.mark.parametrize(
+    "label", ["title", "description", "version", "licenses", "base.name", "revision"]
+)
+def test_oci_labels_are_set(config: dict, label: str) -> None:
+    assert f"org.opencontainers.image.{label}" in config["Labels"]
+
+
+def test_entrypoint_cmd_and_workdir(config: dict) -> None:
+    assert config["Entrypoint"] == ["/app/bin/entrypoint.sh"]
+    assert config["Cmd"] == ["python"]
+    assert config["WorkingDir"] == "/app"
+
+
+def test_venv_is_first_on_path(config: dict) -> None:
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["PATH"].split(":")[0] == f"{VENV}/bin"
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+def test_onbuild_triggers_follow_the_contract_order(config: dict) -> None:
+    triggers = config["OnBuild"]
+    kinds = [t.split()[0] for t in triggers]
+    assert kinds == ["ARG", "ARG", "ENV", "COPY", "WORKDIR", "RUN"]
+    assert triggers[0] == "ARG DEV=0"
+    assert triggers[3] == "COPY . /app"
+    assert "/usr/local/lib/aiohttp-parent/onbuild" in triggers[-1]
+
+
+def test_exposes_http_and_https(config: dict) -> None:
+    assert set(config["ExposedPorts"]) == {"80/tcp", "443/tcp"}
+
+
+@pytest.mark.parametrize("package", ["nginx", "supervisor", "ca-certificates"])
+def test_system_packages_installed(parent_host, package: str) -> None:
+    assert parent_host.package(package).is_installed
+
+
+def test_debian_default_site_is_removed(parent_host) -> None:
+    assert not parent_host.file("/etc/nginx/sites-enabled/default").exists
+
+
+def test_nginx_config_is_valid(parent_image: str) -> None:
+    # Its own container: nginx -t writes a pid file.
+    assert docker.run(parent_image, "nginx", "-t").returncode == 0
+
+
+def test_supervisord_runs_nginx_in_the_foreground(parent_host) -> None:
+    program = parent_host.file("/etc/supervisor/conf.d/nginx.conf").content_string
+    assert "[program:nginx]" in program
+    assert "daemon off;" in parent_host.file("/etc/nginx/nginx.conf").content_string
+
+
+def test_no_service_was_left_running_at_build_time(parent_host) -> None:
+    assert not parent_host.file("/run/nginx.pid").exists
+    assert not parent_host.file("/run/supervisord.pid").exists
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/var/lib/apt/lists", "/var/cache/apt/archives", "/root/.cache", "/root/.ansible", "/mnt"],
+)
+def test_build_leaves_nothing_behind(parent_host, path: str) -> None:
+    leftovers = parent_host.run(f"find {path} -mindepth 1 -not -name partial -not -name lock")
+    assert leftovers.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("path", [VENV, "/app", "/usr/local"])
+def test_no_bytecode_from_the_build(parent_host, path: str) -> None:
+    assert parent_host.run(f"find {path} -name '*.pyc'").stdout.strip() == ""
+
+
+def test_pip_uses_the_system_trust_store(parent_host) -> None:
+    assert parent_host.file(f"{VENV}/pip.conf").contains(
+        "cert = /etc/ssl/certs/ca-certificates.crt"
+    )
+
+
+def test_extra_ca_kept_when_asked(parent_host) -> None:
+    # The test image is built with CA_CERTIFICATES_KEEP=true and this host's bundle.
+    assert parent_host.file("/usr/local/share/ca-certificates/extra/ca-certificates.crt").exists
+
+
+def test_default_entrypoint_hands_over_to_the_parent_script(parent_host) -> None:
+    entrypoint = parent_host.file("/app/bin/entrypoint.sh")
+    assert entrypoint.mode == 0o755
+    assert re.search(
+        r"^exec /usr/local/lib/aiohttp-parent/entrypoint", entrypoint.content_string, re.M
+    )
