@@ -39,12 +39,12 @@ PACKER_VARS = \
 	-var source_revision=$(shell git rev-parse --short HEAD 2>/dev/null) \
 	-var build_inputs_digest=$(BUILD_INPUTS_DIGEST)
 
-.PHONY: help host tools base image lint test test-image pytest molecule clean
+.PHONY: help host tools base image lint test pytest clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION) (and :latest) on $(BASE_IMAGE)"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
-	@echo "make lint    linters only;  make molecule    molecule scenarios only"
+	@echo "make lint    linters only"
 
 host:
 	@sh scripts/host-setup.sh
@@ -74,10 +74,7 @@ lint: tools
 pytest: base
 	pytest
 
-molecule: base
-	@echo "molecule: not yet"
-
-test: lint pytest molecule
+test: lint pytest
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

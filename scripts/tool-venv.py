@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 ANSIBLE_WHEEL = "ansible==12.3.0"
-COLLECTIONS = ("community/docker", "ansible/posix", "community/general")
+COLLECTIONS = ("community/docker", "ansible/posix")
 
 
 def run(*cmd: str | Path) -> None:

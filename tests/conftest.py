@@ -109,3 +109,12 @@ def build_child(
     yield build
     if built:
         docker.docker("rmi", "-f", *built, check=False)
+
+
+@pytest.fixture(scope="session")
+def example_image(parent_image: str) -> Iterator[str]:
+    """examples/hello, built exactly as a user would (docker build in its folder)."""
+    tag = f"{docker.unique('aiohttp-parent-test/hello')}:latest"
+    docker.build(ROOT / "examples/hello", tag, {"PARENT_IMAGE": parent_image})
+    yield tag
+    docker.docker("rmi", "-f", tag, check=False)

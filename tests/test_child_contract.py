@@ -205,3 +205,8 @@ def test_child_env_can_turn_bytecode_writing_back_on(build_child, parent_image: 
 def test_dev_is_in_the_environment(build_child) -> None:
     tag, _ = build_child(REQS, build_args={"DEV": "1"}, name="devenv")
     assert "DEV=1" in docker.inspect(tag)["Config"]["Env"]
+
+
+def test_example_child_builds_and_imports_its_app(example_image: str) -> None:
+    code = "import asyncio, hello.app as m; print(type(asyncio.run(m.create_app())).__name__)"
+    assert docker.run(example_image, "python", "-c", code).stdout.strip() == "Application"
