@@ -69,7 +69,7 @@ lint: tools
 	packer validate $(PACKER_VARS) .
 	ruff check .
 	ruff format --check .
-	shellcheck scripts/*.sh roles/*/files/lib/* roles/*/files/app/bin/* $(wildcard examples/*/bin/*.sh)
+	shellcheck scripts/*.sh roles/container/files/lib/* roles/container/files/app/bin/*
 
 pytest: base
 	pytest

@@ -151,6 +151,8 @@ locals {
       "ENV PATH=/var/www/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
       "EXPOSE 80/tcp 443/tcp",
+      # Through nginx to the app; healthy for containers not running `serve`.
+      "HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD [\"/usr/local/lib/aiohttp-parent/healthcheck\"]",
     ],
     [for k, v in local.labels : format("LABEL %q=%q", k, v)],
     local.onbuild,

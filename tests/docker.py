@@ -90,3 +90,23 @@ def wait_for(predicate: object, timeout: float = 30, interval: float = 0.1) -> b
             return True
         time.sleep(interval)
     return False
+
+
+def port(name: str, container_port: str) -> int:
+    return int(docker("port", name, container_port).stdout.splitlines()[0].rsplit(":", 1)[1])
+
+
+def logs(name: str) -> str:
+    result = docker("logs", name, check=False)
+    return result.stdout + result.stderr
+
+
+def state(name: str) -> dict:
+    return inspect(name)["State"]
+
+
+def wait_exit(name: str, timeout: float) -> int | None:
+    """The container's exit code once it has stopped, or None if still running."""
+    if wait_for(lambda: not state(name)["Running"], timeout=timeout):
+        return state(name)["ExitCode"]
+    return None

@@ -88,14 +88,14 @@ def test_nginx_config_is_valid(parent_image: str) -> None:
 
 
 def test_supervisord_runs_nginx_in_the_foreground(parent_host) -> None:
-    program = parent_host.file("/etc/supervisor/conf.d/nginx.conf").content_string
+    program = parent_host.file("/etc/supervisor/conf.d/aiohttp-app.conf").content_string
     assert "[program:nginx]" in program
     assert "daemon off;" in parent_host.file("/etc/nginx/nginx.conf").content_string
 
 
-def test_no_service_was_left_running_at_build_time(parent_host) -> None:
-    assert not parent_host.file("/run/nginx.pid").exists
-    assert not parent_host.file("/run/supervisord.pid").exists
+@pytest.mark.parametrize("directory", ["/run", "/tmp/aiohttp-parent"])
+def test_no_service_was_left_running_at_build_time(parent_host, directory: str) -> None:
+    assert parent_host.run(f"find {directory} -name '*.pid' -o -name '*.sock'").stdout == ""
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,84 @@
+"""Containers running `serve`: start one, wait until it answers, reach its ports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from tests import docker, http
+
+RUN_DIR = "/tmp/aiohttp-parent"  # aiohttp_app_run_dir in playbooks/image.yml
+
+
+class Service:
+    """A container running `serve`, with its published ports."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def http(self) -> int:
+        return docker.port(self.name, "80/tcp")
+
+    @property
+    def https(self) -> int:
+        return docker.port(self.name, "443/tcp")
+
+    def exec(self, *cmd: str, check: bool = True) -> docker.Result:
+        return docker.docker("exec", self.name, *cmd, check=check)
+
+    def kill(self, pid: int, signal: str = "KILL") -> None:
+        self.exec("sh", "-c", f"kill -{signal} {pid}")  # no procps in the image: the builtin
+
+    def runtime(self) -> dict:
+        return json.loads(self.exec("cat", f"{RUN_DIR}/runtime.json").stdout)
+
+
+@contextmanager
+def served(
+    image: str, env: dict[str, str] | None = None, opts: Sequence[str] = (), ready: str = "/"
+) -> Iterator[Service]:
+    """`docker run IMAGE serve`, published on 127.0.0.1, yielded once `ready` answers."""
+    args = ["-p", "127.0.0.1::80", "-p", "127.0.0.1::443", *opts]
+    args += [f"--env={k}={v}" for k, v in (env or {}).items()]
+    with docker.container(image, "serve", opts=args) as name:
+        service = Service(name)
+        up = docker.wait_for(
+            lambda: not docker.state(name)["Running"] or http.answers(service.http, ready),
+            timeout=60,
+        )
+        if not up or not docker.state(name)["Running"]:
+            raise AssertionError(f"{image} did not start serving:\n{docker.logs(name)}")
+        yield service
+
+
+PS = """
+import json, os
+out = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        stat = open(f'/proc/{pid}/stat').read()
+        cmd = open(f'/proc/{pid}/cmdline').read().replace('\\0', ' ').strip()
+        uid = os.stat(f'/proc/{pid}').st_uid
+    except OSError:
+        continue
+    out.append({'pid': int(pid), 'ppid': int(stat.rsplit(')', 1)[1].split()[1]), 'uid': uid, 'cmd': cmd})
+print(json.dumps(out))
+"""
+
+
+def processes(name: str) -> list[dict]:
+    """Every process in the container: pid, ppid, uid, cmd (no ps in the image)."""
+    result = docker.docker("exec", name, "/usr/bin/python3", "-c", PS, check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else []
+
+
+def masters(name: str, program: str) -> list[int]:
+    """PIDs of `program`'s master processes (children of supervisord, PID 1)."""
+    return [p["pid"] for p in processes(name) if p["ppid"] == 1 and program in p["cmd"]]
+
+
+def workers(name: str, program: str) -> list[dict]:
+    roots = set(masters(name, program))
+    return [p for p in processes(name) if p["ppid"] in roots]

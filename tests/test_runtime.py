@@ -1,0 +1,99 @@
+"""Unit tests of runtime.py, the settings module every start path shares."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parent.parent / "roles/aiohttp_app/files/lib/runtime.py"
+spec = importlib.util.spec_from_file_location("runtime", PATH)
+runtime = importlib.util.module_from_spec(spec)
+sys.modules["runtime"] = runtime
+spec.loader.exec_module(runtime)
+
+APP = {"APP_MODULE": "hello.app:create_app"}
+
+
+def cgroup(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+        (
+            {
+                "cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+                "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            },
+            2.0,
+        ),
+        ({}, None),
+    ],
+    ids=["v2-unlimited", "v2-1.5", "v1-unlimited", "v1-0.5", "v1-cpuacct-2", "none"],
+)
+def test_cpu_limit_reads_cgroup_v1_and_v2(tmp_path: Path, files, expected) -> None:
+    assert runtime.cpu_limit(cgroup(tmp_path, files)) == expected
+
+
+def test_quota_is_rounded_up_and_capped_by_affinity(tmp_path: Path) -> None:
+    root = cgroup(tmp_path, {"cpu.max": "6400000 100000\n"})  # 64 CPUs of quota
+    assert runtime.available_cpus(root) == len(__import__("os").sched_getaffinity(0))
+    small = cgroup(tmp_path / "s", {"cpu.max": "50000 100000\n"})
+    assert runtime.available_cpus(small) == 1
+
+
+def test_workers_default_to_cpus_and_dev_uses_one() -> None:
+    assert runtime.Settings.from_env(APP, cpus=3).workers == 3
+    assert runtime.Settings.from_env({**APP, "DEV": "1"}, cpus=3).workers == 1
+    assert runtime.Settings.from_env({**APP, "WEB_CONCURRENCY": "7"}, cpus=3).workers == 7
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY=0 is out of range"),
+        ({"PORT": "http"}, "PORT='http' is not a whole number"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is not valid"),
+        ({"API_ONLY": "maybe"}, "API_ONLY='maybe' is not valid"),
+        ({"NGINX_CLIENT_MAX_BODY_SIZE": "lots"}, "NGINX_CLIENT_MAX_BODY_SIZE='lots' is not valid"),
+        (
+            {"GUNICORN_TIMEOUT": "120", "NGINX_PROXY_READ_TIMEOUT": "60"},
+            "shorter than GUNICORN_TIMEOUT=120",
+        ),
+        ({"APP_MODULE": "my app"}, "APP_MODULE='my app' is not valid"),
+    ],
+)
+def test_invalid_settings_name_the_variable(env, message) -> None:
+    with pytest.raises(runtime.ConfigError, match=message.replace("(", r"\(")):
+        runtime.Settings.from_env({**APP, **env}, cpus=2)
+
+
+def test_proxy_read_timeout_follows_a_long_gunicorn_timeout() -> None:
+    assert (
+        runtime.Settings.from_env({**APP, "GUNICORN_TIMEOUT": "120"}, cpus=1).proxy_read_timeout
+        == 120
+    )
+
+
+def test_generated_site_proxies_with_keepalive_and_forwarded_headers() -> None:
+    settings = runtime.Settings.from_env(APP, cpus=1)
+    http_conf, site = (
+        runtime.render_http(settings),
+        runtime.render_site(settings, http2_directive=True),
+    )
+    assert "keepalive 32;" in http_conf
+    for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Upgrade"):
+        assert f"proxy_set_header {header}" in site
+    assert "proxy_http_version 1.1;" in site
+    assert "alias /app/static/;" in site

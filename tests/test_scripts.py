@@ -1,0 +1,35 @@
+"""Static checks of the shell launchers that are Jinja templates (rendered first)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = sorted(
+    (ROOT / "roles/aiohttp_app/templates/usr/local/lib/aiohttp-parent").glob("run-*.j2")
+)
+
+
+def render(template: Path) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["comment"] = lambda text: f"# {text}"
+    context = yaml.safe_load((ROOT / "roles/aiohttp_app/defaults/main.yml").read_text())
+    context |= {"ansible_managed": "Ansible managed", "nginx_pid_file": "/run/nginx.pid"}
+    return env.from_string(template.read_text()).render(context)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[t.stem for t in TEMPLATES])
+def test_launcher_passes_shellcheck(template: Path, tmp_path: Path) -> None:
+    assert shutil.which("shellcheck"), "shellcheck is installed by make (scripts/host-setup.sh)"
+    script = tmp_path / template.stem
+    script.write_text(render(template))
+    result = subprocess.run(
+        ["shellcheck", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout

@@ -1,0 +1,187 @@
+"""`serve`: nginx in front of gunicorn under supervisord, through real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+import time
+
+import aiohttp
+import pytest
+
+from tests import docker, http
+from tests.service import Service, masters, served, workers
+
+ONE_WORKER = {"WEB_CONCURRENCY": "1"}  # the app's request counter is per worker
+
+
+@pytest.fixture(scope="module")
+def service(example_image: str):
+    with served(example_image, env=ONE_WORKER) as svc:
+        yield svc
+
+
+def whoami(port: int, headers: dict[str, str] | None = None) -> dict:
+    return json.loads(http.request(port, "/whoami", headers=headers).body)
+
+
+def test_root_is_the_app_through_nginx(service: Service) -> None:
+    resp = http.request(service.http, "/")
+    assert resp.status == 200
+    assert resp.text == "Hello from aiohttp-parent\n"
+    assert resp.headers["server"] == "nginx"  # server_tokens off: no version
+
+
+def test_static_files_are_served_by_nginx_not_the_app(service: Service) -> None:
+    resp = http.request(service.http, "/static/hello.txt")
+    assert resp.status == 200
+    assert resp.text == "static file\n"
+    assert resp.headers["cache-control"] == "max-age=3600"
+    assert "/static/hello.txt" not in whoami(service.http)["seen"]
+
+
+def test_static_text_is_gzipped(service: Service) -> None:
+    resp = http.request(service.http, "/static/asset.txt", headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["content-encoding"] == "gzip"
+    assert len(gzip.decompress(resp.body)) == 51200
+
+
+def test_static_path_traversal_serves_nothing_outside(service: Service) -> None:
+    for path in (
+        "/static/../bin/entrypoint.sh",
+        "/static/..%2fbin/entrypoint.sh",
+        "/static../app/bin/entrypoint.sh",
+    ):
+        resp = http.request(service.http, path)
+        assert b"exec /usr/local/lib/aiohttp-parent/entrypoint" not in resp.body, path
+
+
+def test_websocket_echo_through_nginx(service: Service) -> None:
+    async def echo() -> str:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"http://127.0.0.1:{service.http}/ws") as ws,
+        ):
+            await ws.send_str("ping through nginx")
+            return (await ws.receive(timeout=5)).data
+
+    assert asyncio.run(echo()) == "ping through nginx"
+
+
+def test_app_sees_client_address_and_scheme_from_nginx(service: Service) -> None:
+    seen = whoami(service.http)
+    assert seen["remote"] not in ("", None, "127.0.0.1")  # the client, as nginx saw it
+    assert seen["scheme"] == "http"
+    assert seen["host"] == f"127.0.0.1:{service.http}"
+
+
+def test_spoofed_forwarded_for_is_not_trusted(service: Service) -> None:
+    real = whoami(service.http)["remote"]
+    spoofed = whoami(service.http, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert spoofed["remote"] == real
+
+
+def test_app_runs_as_unprivileged_user_on_uvloop(service: Service) -> None:
+    seen = whoami(service.http)
+    assert seen["uid"] != 0
+    assert seen["loop"].startswith("uvloop")
+    assert seen["debug"] is False  # DEV=0
+
+
+def test_nginx_workers_are_unprivileged(service: Service) -> None:
+    uids = {p["uid"] for p in workers(service.name, "nginx")}
+    assert uids
+    assert 0 not in uids
+
+
+def test_health_status_becomes_healthy(example_image: str) -> None:
+    with served(example_image, opts=["--health-interval=1s", "--health-start-period=1s"]) as svc:
+        assert docker.wait_for(
+            lambda: docker.state(svc.name)["Health"]["Status"] == "healthy", timeout=20
+        )
+
+
+# --- workers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("opts", "env", "expected"),
+    [(["--cpus=1"], {}, 1), (["--cpus=1.5"], {}, 2), (["--cpus=1"], {"WEB_CONCURRENCY": "3"}, 3)],
+    ids=["cpus-1", "cpus-1.5", "web-concurrency"],
+)
+def test_worker_count_follows_the_cpu_limit(example_image: str, opts, env, expected: int) -> None:
+    with served(example_image, env=env, opts=opts) as svc:
+        assert svc.runtime()["workers"] == expected
+        assert docker.wait_for(lambda: len(workers(svc.name, "gunicorn")) == expected, timeout=10)
+
+
+def test_nginx_workers_follow_the_cpu_limit(example_image: str) -> None:
+    with served(example_image, opts=["--cpus=1"]) as svc:
+        assert len(workers(svc.name, "nginx")) == 1
+
+
+# --- stop and faults -----------------------------------------------------------------
+
+
+def test_docker_stop_drains_in_flight_request(example_image: str) -> None:
+    with served(example_image) as svc:
+        result: dict = {}
+
+        def slow() -> None:
+            result["resp"] = http.request(svc.http, "/slow?seconds=3", timeout=15)
+
+        client = threading.Thread(target=slow)
+        client.start()
+        time.sleep(0.5)  # the request is in flight
+        started = time.monotonic()
+        docker.docker("stop", svc.name, timeout=30)
+        stop_seconds = time.monotonic() - started
+        client.join(15)
+        assert result["resp"].status == 200
+        assert result["resp"].text == "slow done\n"
+        assert docker.state(svc.name)["ExitCode"] == 0
+        assert stop_seconds < 10
+
+
+@pytest.mark.parametrize("program", ["gunicorn", "nginx"])
+def test_killed_master_is_restarted(example_image: str, program: str) -> None:
+    with served(example_image) as svc:
+        (old,) = masters(svc.name, program)
+        svc.kill(old)
+        assert docker.wait_for(lambda: masters(svc.name, program) not in ([], [old]), timeout=15)
+        assert docker.wait_for(lambda: http.answers(svc.http), timeout=15)
+        assert http.request(svc.http, "/").status == 200
+        assert docker.state(svc.name)["Running"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"APP_MODULE": ""}, "APP_MODULE is not set"),
+        (
+            {"APP_MODULE": "nosuchmodule:app"},
+            "APP_MODULE='nosuchmodule:app' cannot be loaded: ModuleNotFoundError",
+        ),
+        (
+            {"APP_MODULE": "hello.app:nothing"},
+            "APP_MODULE='hello.app:nothing' cannot be loaded: AttributeError",
+        ),
+        (
+            {"APP_MODULE": "hello.app:SEEN"},
+            "APP_MODULE='hello.app:SEEN' is a AppKey, not an aiohttp.web.Application",
+        ),
+        ({"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY='many' is not a whole number"),
+        ({"PORT": "70000"}, "PORT=70000 is out of range"),
+    ],
+    ids=["unset", "no-module", "no-attribute", "wrong-type", "bad-workers", "bad-port"],
+)
+def test_bad_configuration_stops_the_container_with_its_cause(
+    example_image: str, env, message
+) -> None:
+    opts = [f"--env={k}={v}" for k, v in env.items()]
+    with docker.container(example_image, "serve", opts=opts) as name:
+        code = docker.wait_exit(name, timeout=30)
+        assert code not in (None, 0)
+        assert message in docker.logs(name)

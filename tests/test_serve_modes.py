@@ -1,0 +1,263 @@
+"""`serve` variants: TLS, locked-down non-root, API-only, DEV=1, child overrides."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests import docker, http
+from tests.service import processes, served
+
+LOCKED_DOWN = [
+    "--user=12345:0",
+    "--read-only",
+    "--tmpfs=/run",
+    "--tmpfs=/tmp",
+    "--cap-drop=ALL",
+    "--security-opt=no-new-privileges",
+]
+
+
+HELLO = Path(__file__).resolve().parent.parent / "examples/hello"
+
+
+@pytest.fixture(scope="module")
+def build_hello(build_child, parent_image: str):
+    """Build examples/hello plus `extra` files (e.g. container/files) as a child."""
+    app = {str(p.relative_to(HELLO)): p.read_text() for p in HELLO.rglob("*") if p.is_file()}
+    app["Dockerfile"] = f"FROM {parent_image}\nENV APP_MODULE=hello.app:create_app\n"
+
+    def build(extra: dict[str, str], name: str, build_args: dict[str, str] | None = None) -> str:
+        tag, _ = build_child({**app, **extra}, build_args=build_args, name=name)
+        return tag
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_dir(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tls.crt and tls.key as a user would mount them at /etc/aiohttp-parent/tls."""
+    path = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_pem.write_to_path(str(path / "tls.key"))
+    cert.cert_chain_pems[0].write_to_path(str(path / "tls.crt"))
+    for f in path.iterdir():
+        f.chmod(0o644)  # readable by an arbitrary --user too
+    path.chmod(0o755)
+    return path
+
+
+def client_context(
+    ca: trustme.CA, version: ssl.TLSVersion | None = None, h2: bool = False
+) -> ssl.SSLContext:
+    """h2=True offers HTTP/2 by ALPN (for handshake checks; http.client speaks HTTP/1.1)."""
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if h2 else ["http/1.1"])
+    if version is not None:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer old protocols
+        ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
+def handshake(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    import socket
+
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def tls_service(example_image: str, tls_dir: Path):
+    with served(example_image, opts=[f"--volume={tls_dir}:/etc/aiohttp-parent/tls:ro"]) as svc:
+        yield svc
+
+
+def test_https_serves_the_app(tls_service, ca) -> None:
+    resp = http.request(tls_service.https, "/", context=client_context(ca))
+    assert resp.text == "Hello from aiohttp-parent\n"
+
+
+def test_tls13_handshake_and_http2(tls_service, ca) -> None:
+    with handshake(tls_service.https, client_context(ca, h2=True)) as sock:
+        assert sock.version() == "TLSv1.3"
+        assert sock.selected_alpn_protocol() == "h2"
+
+
+def test_tls12_is_accepted(tls_service, ca) -> None:
+    # The control for the refusals below: this client context can handshake.
+    with handshake(tls_service.https, client_context(ca, ssl.TLSVersion.TLSv1_2)) as sock:
+        assert sock.version() == "TLSv1.2"
+
+
+@pytest.mark.filterwarnings(
+    "ignore:ssl.TLSVersion.TLSv1:DeprecationWarning"
+)  # offering them is the point
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
+def test_old_tls_is_refused(tls_service, ca, version) -> None:
+    with pytest.raises(ssl.SSLError):
+        handshake(tls_service.https, client_context(ca, version))
+
+
+def test_app_sees_https_scheme(tls_service, ca) -> None:
+    body = http.request(tls_service.https, "/whoami", context=client_context(ca)).body
+    assert json.loads(body)["scheme"] == "https"
+
+
+def test_http_still_served_without_redirect(tls_service) -> None:
+    assert http.request(tls_service.http, "/").status == 200
+
+
+def test_redirect_to_https(example_image: str, tls_dir: Path) -> None:
+    opts = [f"--volume={tls_dir}:/etc/aiohttp-parent/tls:ro"]
+    with served(example_image, env={"TLS_REDIRECT": "1"}, opts=opts, ready="/nope") as svc:
+        resp = http.request(svc.http, "/some/path?q=1")
+        assert resp.status == 301
+        assert resp.headers["location"] == "https://127.0.0.1/some/path?q=1"
+
+
+def test_mismatched_key_stops_the_container(
+    example_image: str, ca, tls_dir: Path, tmp_path: Path
+) -> None:
+    other = ca.issue_cert("localhost")
+    other.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    tmp_path.chmod(0o755)
+    (tmp_path / "tls.crt").write_bytes((tls_dir / "tls.crt").read_bytes())
+    with docker.container(
+        example_image, "serve", opts=[f"--volume={tmp_path}:/etc/aiohttp-parent/tls:ro"]
+    ) as name:
+        assert docker.wait_exit(name, timeout=30) not in (None, 0)
+        assert "does not match the certificate" in docker.logs(name)
+
+
+def test_unreadable_key_stops_the_container(example_image: str, tls_dir: Path) -> None:
+    opts = [
+        f"--volume={tls_dir}/tls.crt:/certs/tls.crt:ro",
+        "--env=TLS_CERT=/certs/tls.crt",
+        "--env=TLS_KEY=/certs/missing.key",
+    ]
+    with docker.container(example_image, "serve", opts=opts) as name:
+        assert docker.wait_exit(name, timeout=30) not in (None, 0)
+        assert "TLS_KEY: /certs/missing.key does not exist" in docker.logs(name)
+
+
+# --- locked down -------------------------------------------------------------------
+
+
+def test_locked_down_arbitrary_uid_serves(example_image: str) -> None:
+    with served(example_image, opts=LOCKED_DOWN) as svc:
+        assert http.request(svc.http, "/").text == "Hello from aiohttp-parent\n"
+        assert http.request(svc.http, "/static/hello.txt").text == "static file\n"
+        assert json.loads(http.request(svc.http, "/whoami").body)["uid"] == 12345
+
+
+def test_locked_down_with_tls(example_image: str, tls_dir: Path, ca) -> None:
+    opts = [*LOCKED_DOWN, f"--volume={tls_dir}:/etc/aiohttp-parent/tls:ro"]
+    with served(example_image, opts=opts) as svc:
+        assert http.request(svc.https, "/", context=client_context(ca)).status == 200
+
+
+# --- API-only ------------------------------------------------------------------------
+
+
+def test_api_only_switch_serves_from_gunicorn(example_image: str) -> None:
+    with served(example_image, env={"API_ONLY": "1"}) as svc:
+        resp = http.request(svc.http, "/")
+        assert resp.text == "Hello from aiohttp-parent\n"
+        assert "aiohttp" in resp.headers["server"]  # no nginx in front
+        assert svc.runtime()["nginx"] is False
+
+
+def test_api_only_spoofed_forwarded_for_is_not_trusted(example_image: str) -> None:
+    with served(example_image, env={"API_ONLY": "1"}) as svc:
+        seen = json.loads(
+            http.request(svc.http, "/whoami", headers={"X-Forwarded-For": "203.0.113.9"}).body
+        )
+        assert seen["remote"] != "203.0.113.9"
+
+
+def test_child_that_removes_nginx_serves_api_only(build_hello) -> None:
+    tag = build_hello(
+        {"bin/setup.sh": "apt-get purge -y -qq nginx nginx-common >/dev/null\n"}, "nonginx"
+    )
+    with served(tag) as svc:
+        assert http.request(svc.http, "/").text == "Hello from aiohttp-parent\n"
+        assert svc.runtime()["nginx"] is False
+
+
+# --- DEV=1 -------------------------------------------------------------------------------
+
+
+def test_dev_serve_reloads_on_code_change_with_asyncio_debug(build_hello) -> None:
+    tag = build_hello({}, "devserve", build_args={"DEV": "1"})
+    with served(tag) as svc:
+        assert json.loads(http.request(svc.http, "/whoami").body)["debug"] is True
+        svc.exec("sed", "-i", "s/Hello from aiohttp-parent/Reloaded/", "/app/hello/app.py")
+        assert docker.wait_for(
+            lambda: http.answers(svc.http) and http.request(svc.http, "/").text == "Reloaded\n",
+            timeout=20,
+        )
+
+
+# --- child overrides --------------------------------------------------------------------
+
+
+def test_child_nginx_snippets_and_supervisord_program(build_hello) -> None:
+    files = {
+        "container/files/etc/nginx/server.d/headers.conf": 'add_header X-Child "server-level" always;\n',
+        "container/files/etc/nginx/conf.d/child.conf": "server_names_hash_bucket_size 128;\n",
+        "container/files/etc/supervisor/conf.d/worker.conf": (
+            "[program:worker]\ncommand=/var/www/venv/bin/python -c 'import time; time.sleep(3600)'\n"
+            "user=app\nstdout_logfile=/dev/stdout\nstdout_logfile_maxbytes=0\nredirect_stderr=true\n"
+        ),
+    }
+    tag = build_hello(files, "override")
+    with served(tag) as svc:
+        assert http.request(svc.http, "/").headers["x-child"] == "server-level"
+        assert any("time.sleep(3600)" in p["cmd"] for p in processes(svc.name))
+
+
+def test_child_site_replaces_the_generated_one(build_hello) -> None:
+    site = "server {\n    listen 80 default_server;\n    location / { proxy_pass http://aiohttp_app; }\n    location = /own { return 200 'own site\\n'; }\n}\n"
+    tag = build_hello({"container/files/etc/nginx/sites-enabled/own.conf": site}, "ownsite")
+    with served(tag) as svc:
+        assert http.request(svc.http, "/own").text == "own site\n"
+        assert http.request(svc.http, "/").text == "Hello from aiohttp-parent\n"
+
+
+def test_broken_nginx_config_fails_fast_with_nginx_message(build_hello) -> None:
+    tag = build_hello(
+        {"container/files/etc/nginx/conf.d/broken.conf": "this is not nginx;\n"}, "brokennginx"
+    )
+    with docker.container(tag, "serve") as name:
+        started = time.monotonic()
+        assert docker.wait_exit(name, timeout=30) not in (None, 0)
+        assert time.monotonic() - started < 15
+        logs = docker.logs(name)
+        assert "the nginx configuration is invalid" in logs
+        assert 'unknown directive "this"' in logs
+
+
+def test_tls_directory_the_server_cannot_enter_stops_the_container(
+    example_image: str, tls_dir: Path, tmp_path: Path
+) -> None:
+    locked = tmp_path / "tls"
+    locked.mkdir(mode=0o700)
+    for name in ("tls.crt", "tls.key"):
+        (locked / name).write_bytes((tls_dir / name).read_bytes())
+    opts = [*LOCKED_DOWN, f"--volume={locked}:/etc/aiohttp-parent/tls:ro"]
+    with docker.container(example_image, "serve", opts=opts) as name:
+        assert docker.wait_exit(name, timeout=30) not in (None, 0)
+        logs = docker.logs(name)
+        assert "TLS_CERT: cannot read /etc/aiohttp-parent/tls/tls.crt: Permission denied" in logs
+        assert "Traceback" not in logs
