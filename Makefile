@@ -39,12 +39,17 @@ PACKER_VARS = \
 	-var source_revision=$(shell git rev-parse --short HEAD 2>/dev/null) \
 	-var build_inputs_digest=$(BUILD_INPUTS_DIGEST)
 
-.PHONY: help host tools base image lint test pytest clean
+# Role scenarios run in plain containers; `image` runs playbooks/image.yml;
+# `vm` runs playbooks/vm.yml on systemd, for each Debian release.
+MOLECULE_SCENARIOS := ca_certificates python_venv nginx supervisord container image
+MOLECULE_DISTROS := trixie bookworm
+
+.PHONY: help host tools base image lint test pytest molecule systemd-images clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION) (and :latest) on $(BASE_IMAGE)"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
-	@echo "make lint    linters only"
+	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
 
 host:
 	@sh scripts/host-setup.sh
@@ -74,7 +79,23 @@ lint: tools
 pytest: base
 	pytest
 
-test: lint pytest
+systemd-images: tools
+	@for d in $(MOLECULE_DISTROS); do \
+		sh scripts/base-image.sh local/debian:$$d; \
+		docker image inspect local/debian-systemd:$$d >/dev/null 2>&1 || \
+			docker build -q --build-arg BASE=local/debian:$$d -t local/debian-systemd:$$d \
+				-f molecule/resources/systemd.Dockerfile molecule/resources; \
+	done
+
+molecule: base systemd-images
+	@for s in $(MOLECULE_SCENARIOS); do \
+		echo "== molecule test -s $$s"; molecule test -s $$s || exit 1; \
+	done
+	@for d in $(MOLECULE_DISTROS); do \
+		echo "== molecule vm ($$d)"; MOLECULE_DISTRO=$$d sh scripts/molecule-vm.sh || exit 1; \
+	done
+
+test: lint pytest molecule
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

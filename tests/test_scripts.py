@@ -20,7 +20,7 @@ def render(template: Path) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["comment"] = lambda text: f"# {text}"
     context = yaml.safe_load((ROOT / "roles/aiohttp_app/defaults/main.yml").read_text())
-    context |= {"ansible_managed": "Ansible managed", "nginx_pid_file": "/run/nginx.pid"}
+    context |= {"ansible_managed": "Ansible managed"}
     return env.from_string(template.read_text()).render(context)
 
 

@@ -425,22 +425,42 @@ def child_sites() -> list[Path]:
     return sorted(p for p in sites.iterdir()) if sites.is_dir() else []
 
 
-def write_nginx(s: Settings) -> list[str]:
-    """Write the runtime includes nginx.conf picks up; return notes for the log."""
-    notes = []
-    main_d, http_d = RUN_DIR / "nginx/main.d", RUN_DIR / "nginx/http.d"
-    for d in (main_d, http_d):
-        d.mkdir(parents=True, exist_ok=True)
-        for old in d.glob("*.conf"):
+def nginx_files(s: Settings) -> dict[Path, str]:
+    """The runtime includes nginx.conf picks up, by path."""
+    nginx = RUN_DIR / "nginx"
+    files = {
+        nginx / "main.d/runtime.conf": render_main(s, os.geteuid() == 0),
+        nginx / "http.d/00-runtime.conf": render_http(s),
+    }
+    if not child_sites():
+        files[nginx / "http.d/50-site.conf"] = render_site(s, nginx_version() >= (1, 25, 1))
+    return files
+
+
+def sync(directory: Path, files: dict[Path, str]) -> bool:
+    """Make directory/**/*.conf exactly `files`; True if anything changed."""
+    changed = False
+    for old in directory.glob("*/*.conf"):
+        if old not in files:
             old.unlink()
+            changed = True
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != content:
+            path.write_text(content)
+            changed = True
+    return changed
+
+
+def write_nginx(s: Settings) -> tuple[bool, list[str]]:
+    """Write nginx's runtime includes; return (changed, notes for the log)."""
     Path("/tmp/nginx").mkdir(exist_ok=True)  # nginx_temp_path in images
-    (main_d / "runtime.conf").write_text(render_main(s, os.geteuid() == 0))
-    (http_d / "00-runtime.conf").write_text(render_http(s))
-    if sites := child_sites():
-        notes.append(f"nginx: using the child's site(s) {', '.join(map(str, sites))}")
-    else:
-        (http_d / "50-site.conf").write_text(render_site(s, nginx_version() >= (1, 25, 1)))
-    return notes
+    notes = (
+        [f"nginx: using the child's site(s) {', '.join(map(str, sites))}"]
+        if (sites := child_sites())
+        else []
+    )
+    return sync(RUN_DIR / "nginx", nginx_files(s)), notes
 
 
 def write_runtime_json(s: Settings) -> None:
@@ -449,13 +469,14 @@ def write_runtime_json(s: Settings) -> None:
     RUNTIME_JSON.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def configure(s: Settings) -> list[str]:
-    """Prepare everything `serve` needs before supervisord starts."""
+def configure(s: Settings) -> tuple[bool, list[str]]:
+    """Prepare everything `serve` (or nginx on a VM) needs before starting:
+    (whether nginx's configuration changed, notes for the log)."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     FATAL_MARKER.unlink(missing_ok=True)
-    notes = write_nginx(s) if s.nginx else []
+    changed, notes = write_nginx(s) if s.nginx else (False, [])
     write_runtime_json(s)
-    return notes
+    return changed, notes
 
 
 def supervisor_env(s: Settings) -> dict[str, str]:
@@ -467,14 +488,29 @@ def supervisor_env(s: Settings) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    """`runtime.py configure`: validate and write nginx's includes (VMs, checks)."""
-    if argv[1:] != ["configure"]:
-        print("usage: runtime.py configure", file=sys.stderr)
+    """On VMs, where systemd starts nginx and supervisord:
+    `runtime.py configure`       validate, write nginx's includes; print "changed" if they did
+    `runtime.py supervisor-env`  validate, write RUN_DIR/supervisor.env for supervisord's unit
+    `runtime.py check`           validate only (Ansible runs it on the controller first)
+    """
+    command = argv[1] if len(argv) == 2 else ""
+    if command not in ("configure", "supervisor-env", "check"):
+        print("usage: runtime.py configure|supervisor-env|check", file=sys.stderr)
         return 64
     try:
+        if command == "check":
+            Settings.from_env(cpus=1, check_tls=False)
+            return 0
         settings = Settings.from_env()
-        for note in configure(settings):
-            print(f"aiohttp-parent: {note}", file=sys.stderr)
+        if command == "configure":
+            changed, notes = configure(settings)
+            for note in notes:
+                print(f"aiohttp-parent: {note}", file=sys.stderr)
+            print("changed" if changed else "unchanged")
+        else:
+            RUN_DIR.mkdir(parents=True, exist_ok=True)
+            env = "".join(f"{k}={v}\n" for k, v in supervisor_env(settings).items())
+            (RUN_DIR / "supervisor.env").write_text(env)
     except ConfigError as exc:
         print(f"aiohttp-parent: error: {exc}", file=sys.stderr)
         return 78

@@ -1,0 +1,97 @@
+"""Bad role inputs fail before any task touches the host, naming the variable."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import docker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def play(
+    tmp_path: Path, role: str, variables: dict, host: str = "no-such-container-aiohttp-parent"
+) -> subprocess.CompletedProcess:
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Bad input",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "roles": [{"role": role, **variables}],
+                }
+            ]
+        )
+    )
+    # The connection is a host variable, as in a real inventory: an extra var
+    # would also override the controller-side (delegate_to: localhost) checks.
+    inventory = tmp_path / "hosts"
+    inventory.write_text(f"{host} ansible_connection=community.docker.docker\n")
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(playbook)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+        check=False,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("role", "variables", "message"),
+    [
+        ("nginx", {"nginx_worker_connections": "many"}, "nginx_worker_connections"),
+        ("nginx", {"nginx_error_log_level": "loud"}, "nginx_error_log_level"),
+        ("supervisord", {"supervisord_programs": "worker"}, "supervisord_programs"),
+        (
+            "python_venv",
+            {"python_venv_python_version": "three"},
+            r"python_venv_python_version=three is not valid",
+        ),
+        (
+            "aiohttp_app",
+            {"aiohttp_app_module": "hello.app:app", "aiohttp_app_env": {"PORT": 70000}},
+            "PORT=70000 is out of range",
+        ),
+        (
+            "aiohttp_app",
+            {"aiohttp_app_module": "hello.app:app", "aiohttp_app_env": {"WEB_CONCURRENCY": "many"}},
+            r"WEB_CONCURRENCY='+many'+ is not a whole number",
+        ),
+        ("aiohttp_app", {"aiohttp_app_module": ""}, "aiohttp_app_module is empty"),
+    ],
+    ids=[
+        "worker-connections",
+        "log-level",
+        "programs",
+        "python-format",
+        "port",
+        "workers",
+        "no-module",
+    ],
+)
+def test_invalid_value_fails_naming_the_variable(
+    tmp_path: Path, role: str, variables: dict, message: str
+) -> None:
+    result = play(tmp_path, role, variables)
+    assert result.returncode != 0
+    assert re.search(message, result.stdout + result.stderr)  # the YAML callback may double quotes
+    assert "UNREACHABLE" not in result.stdout  # failed before any task reached the host
+
+
+def test_python_version_the_distribution_lacks(tmp_path: Path) -> None:
+    # A real Debian host: the check asks its package lists.
+    with docker.container("local/debian-systemd:trixie", "sleep", "infinity") as name:
+        result = play(tmp_path, "python_venv", {"python_venv_python_version": "3.99"}, host=name)
+    assert result.returncode != 0
+    assert "python_venv_python_version=3.99: this distribution" in result.stdout
+    assert "has no package python3.99-venv" in result.stdout
