@@ -21,7 +21,9 @@ TAG_LATEST ?= true
 # leaving it in the image unless CA_CERTIFICATES_KEEP=true.
 CA_CERTIFICATES ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 CA_CERTIFICATES_KEEP ?= false
-BUILD_INPUTS_DIGEST ?=
+# Inputs besides the files (scripts/image_inputs.py): a change rebuilds.
+BUILD_SETTINGS = $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES))
+BUILD_INPUTS_DIGEST = $(shell python3 scripts/image_inputs.py $(BUILD_SETTINGS))
 
 comma := ,
 empty :=
@@ -64,8 +66,16 @@ tools: host $(VENV)/.installed
 base: tools
 	@sh scripts/base-image.sh $(BASE_IMAGE)
 
+# The parent (ONBUILD) and its -base variant (no triggers), one Packer run
+# each; skipped when both carry the digest of what they are built from.
 image: base
-	packer build -color=false $(PACKER_VARS) .
+	@if python3 scripts/image_inputs.py --up-to-date $(IMAGE_NAME):$(IMAGE_VERSION) \
+		$(IMAGE_NAME):$(IMAGE_VERSION)-base -- $(BUILD_SETTINGS); then \
+		echo "image: $(IMAGE_NAME):$(IMAGE_VERSION) and -base are up to date"; \
+	else \
+		packer build -color=false $(PACKER_VARS) . && \
+		packer build -color=false $(PACKER_VARS) -var onbuild=false .; \
+	fi
 
 lint: tools
 	yamllint --strict .
