@@ -82,6 +82,12 @@ variable "ca_certificates_keep" {
   description = "Keep the ca_certificates in the image's trust store, so child builds (pip) and the app trust them too."
 }
 
+variable "onbuild" {
+  type        = bool
+  default     = true
+  description = "true: the parent with the ONBUILD child contract, tagged <version>. false: the same image without triggers, tagged <version>-base (README.rst, \"Without ONBUILD\")."
+}
+
 variable "build_inputs_digest" {
   type        = string
   default     = ""
@@ -141,6 +147,12 @@ locals {
     "ONBUILD RUN [\"/usr/local/lib/aiohttp-parent/onbuild\"]",
   ]
 
+  suffix = var.onbuild ? "" : "-base"
+  tags = concat(
+    ["${var.image_version}${local.suffix}"],
+    var.tag_latest ? ["latest${local.suffix}"] : [],
+  )
+
   changes = concat(
     [
       # Packer starts the build container with --entrypoint=/bin/sh; this replaces it.
@@ -155,7 +167,11 @@ locals {
       "HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD [\"/usr/local/lib/aiohttp-parent/healthcheck\"]",
     ],
     [for k, v in local.labels : format("LABEL %q=%q", k, v)],
-    local.onbuild,
+  )
+  all_changes = concat(
+    local.changes,
+    [format("LABEL %q=%q", "aiohttp-parent.variant", var.onbuild ? "onbuild" : "base")],
+    var.onbuild ? local.onbuild : [],
   )
 }
 
@@ -167,7 +183,7 @@ source "docker" "parent" {
   # so the commit leaves no mount point behind (not /tmp: apt's sandbox user
   # could not write to it).
   container_dir = "/mnt"
-  changes       = local.changes
+  changes       = local.all_changes
 }
 
 build {
@@ -204,6 +220,6 @@ build {
 
   post-processor "docker-tag" {
     repository = var.image_name
-    tags       = var.tag_latest ? [var.image_version, "latest"] : [var.image_version]
+    tags       = local.tags
   }
 }

@@ -56,9 +56,15 @@ def image_exists(tag: str) -> bool:
 
 
 def build(
-    context: Path, tag: str, build_args: dict[str, str] | None = None, check: bool = True
+    context: Path,
+    tag: str,
+    build_args: dict[str, str] | None = None,
+    check: bool = True,
+    dockerfile: Path | None = None,
 ) -> Result:
     args = ["build", "--force-rm", "-t", tag]
+    if dockerfile is not None:
+        args += ["-f", str(dockerfile)]
     for key, value in (build_args or {}).items():
         args += ["--build-arg", f"{key}={value}"]
     return docker(*args, str(context), check=check)

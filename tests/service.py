@@ -14,16 +14,17 @@ RUN_DIR = "/tmp/aiohttp-parent"  # aiohttp_app_run_dir in playbooks/image.yml
 class Service:
     """A container running `serve`, with its published ports."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, http_port: int = 80, https_port: int = 443) -> None:
         self.name = name
+        self.ports = (http_port, https_port)
 
     @property
     def http(self) -> int:
-        return docker.port(self.name, "80/tcp")
+        return docker.port(self.name, f"{self.ports[0]}/tcp")
 
     @property
     def https(self) -> int:
-        return docker.port(self.name, "443/tcp")
+        return docker.port(self.name, f"{self.ports[1]}/tcp")
 
     def exec(self, *cmd: str, check: bool = True) -> docker.Result:
         return docker.docker("exec", self.name, *cmd, check=check)
@@ -37,13 +38,17 @@ class Service:
 
 @contextmanager
 def served(
-    image: str, env: dict[str, str] | None = None, opts: Sequence[str] = (), ready: str = "/"
+    image: str,
+    env: dict[str, str] | None = None,
+    opts: Sequence[str] = (),
+    ready: str = "/",
+    ports: tuple[int, int] = (80, 443),
 ) -> Iterator[Service]:
     """`docker run IMAGE serve`, published on 127.0.0.1, yielded once `ready` answers."""
-    args = ["-p", "127.0.0.1::80", "-p", "127.0.0.1::443", *opts]
+    args = ["-p", f"127.0.0.1::{ports[0]}", "-p", f"127.0.0.1::{ports[1]}", *opts]
     args += [f"--env={k}={v}" for k, v in (env or {}).items()]
     with docker.container(image, "serve", opts=args) as name:
-        service = Service(name)
+        service = Service(name, *ports)
         up = docker.wait_for(
             lambda: not docker.state(name)["Running"] or http.answers(service.http, ready),
             timeout=60,
