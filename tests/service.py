@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
 
 from tests import docker, http
 
-RUN_DIR = "/tmp/aiohttp-parent"  # aiohttp_app_run_dir in playbooks/image.yml
+RUN_DIR = yaml.safe_load((Path(__file__).parents[1] / "playbooks/image.yml").read_text())[0][
+    "vars"
+]["aiohttp_app_run_dir"]
 
 
 class Service:

@@ -454,7 +454,6 @@ def sync(directory: Path, files: dict[Path, str]) -> bool:
 
 def write_nginx(s: Settings) -> tuple[bool, list[str]]:
     """Write nginx's runtime includes; return (changed, notes for the log)."""
-    Path("/tmp/nginx").mkdir(exist_ok=True)  # nginx_temp_path in images
     notes = (
         [f"nginx: using the child's site(s) {', '.join(map(str, sites))}"]
         if (sites := child_sites())
