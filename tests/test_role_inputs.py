@@ -88,9 +88,9 @@ def test_invalid_value_fails_naming_the_variable(
     assert "UNREACHABLE" not in result.stdout  # failed before any task reached the host
 
 
-def test_python_version_the_distribution_lacks(tmp_path: Path) -> None:
-    # A real Debian host: the check asks its package lists.
-    with docker.container("local/debian-systemd:trixie", "sleep", "infinity") as name:
+def test_python_version_the_distribution_lacks(tmp_path: Path, parent_image: str) -> None:
+    # A real Debian host with Python and no package lists: the check must refresh and ask them.
+    with docker.container(parent_image, "sleep", "infinity") as name:
         result = play(tmp_path, "python_venv", {"python_venv_python_version": "3.99"}, host=name)
     assert result.returncode != 0
     assert "python_venv_python_version=3.99: this distribution" in result.stdout
