@@ -92,7 +92,7 @@ def test_generated_site_proxies_with_keepalive_and_forwarded_headers() -> None:
         runtime.render_http(settings),
         runtime.render_site(settings, http2_directive=True),
     )
-    assert "keepalive 32;" in http_conf
+    assert "keepalive 128;" in http_conf
     for header in ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Upgrade"):
         assert f"proxy_set_header {header}" in site
     assert "proxy_http_version 1.1;" in site

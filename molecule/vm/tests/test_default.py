@@ -56,4 +56,8 @@ def test_gunicorn_log_goes_to_a_rotated_file(host) -> None:
 
 def test_access_log_goes_to_file(host) -> None:
     host.check_output(GET.format(path="/"))
-    assert host.file("/var/log/nginx/access.log").contains("GET / HTTP/1.1")
+    # nginx buffers access log lines for up to a second.
+    host.check_output(
+        'timeout 10 sh -c \'until grep -q "GET / HTTP/1.1" /var/log/nginx/access.log; '
+        "do sleep 0.2; done'"
+    )

@@ -1,4 +1,5 @@
-"""aiohttp's uvloop gunicorn worker, trusting X-Forwarded-* only from nginx.
+"""aiohttp's uvloop gunicorn worker, trusting X-Forwarded-* only from nginx,
+with gunicorn's listen backlog.
 
 aiohttp does not read X-Forwarded-For/-Proto/-Host itself. This worker puts a
 middleware in front of the app that applies them when the request came from a
@@ -44,6 +45,19 @@ def _install(app: web.Application, middleware: Callable) -> web.Application:
 
 
 class UVLoopWorker(GunicornUVLoopWebWorker):
+    _backlog_restored = False
+
+    def notify(self) -> None:
+        # aiohttp's SockSite listens again on gunicorn's socket with its own
+        # backlog of 128, and a burst of new nginx connections (256 clients)
+        # overflows that: connect() fails with EAGAIN and nginx answers 502.
+        # The first notify comes right after the sites started.
+        if not self._backlog_restored:
+            for sock in self.sockets:
+                sock.listen(self.cfg.backlog)
+            self._backlog_restored = True
+        super().notify()
+
     def load_wsgi(self) -> None:
         super().load_wsgi()
         middleware = forwarded_middleware(set(self.cfg.forwarded_allow_ips))

@@ -167,6 +167,7 @@ class Settings:
     access_log: str
     access_log_format: str
     client_max_body_size: str
+    client_timeout: int
     proxy_connect_timeout: int
     proxy_read_timeout: int
     proxy_send_timeout: int
@@ -255,6 +256,7 @@ class Settings:
                 r"\d+[kKmMgG]?",
                 "use a size such as 512k or 10m",
             ),
+            client_timeout=_int(env, "NGINX_CLIENT_TIMEOUT", 15, 1, 3600),
             proxy_connect_timeout=_int(env, "NGINX_PROXY_CONNECT_TIMEOUT", 5, 1, 3600),
             proxy_read_timeout=read_timeout,
             proxy_send_timeout=_int(env, "NGINX_PROXY_SEND_TIMEOUT", 60, 1, 86400),
@@ -333,9 +335,15 @@ def render_http(s: Settings) -> str:
     log = (
         "access_log off;"
         if s.access_log_format == "off"
-        else f"access_log {s.access_log} {s.access_log_format};"
+        # One write per 4 KiB of lines, not per request: a pipe write up to
+        # PIPE_BUF (4 KiB) is atomic, so lines of two workers never interleave.
+        else f"access_log {s.access_log} {s.access_log_format} buffer=4k flush=1s;"
     )
     return f"""{log}
+
+# nginx's 60 s would let slow clients (slowloris) hold connections 4x longer.
+client_header_timeout {s.client_timeout}s;
+client_body_timeout {s.client_timeout}s;
 
 # Upgrade only when the client asks; otherwise keep the upstream connection alive.
 map $http_upgrade $connection_upgrade {{
@@ -345,7 +353,9 @@ map $http_upgrade $connection_upgrade {{
 
 upstream aiohttp_app {{
     server {s.gunicorn_bind.replace("0.0.0.0", "127.0.0.1")};
-    keepalive 32;
+    # Idle connections kept per nginx worker: enough for a burst of clients to
+    # reuse connections instead of opening one per request.
+    keepalive 128;
     # Shorter than gunicorn's keep-alive ({s.keepalive}s), so nginx never reuses a
     # connection gunicorn is closing.
     keepalive_timeout {max(1, min(60, s.keepalive - 5))}s;
@@ -367,6 +377,10 @@ def render_site(s: Settings, http2_directive: bool) -> str:
     app = f"""
     include /etc/nginx/server.d/*.conf;
     client_max_body_size {s.client_max_body_size};
+    # HTTP/0.9 and Host-less HTTP/1.0 requests: nginx answers, not the app.
+    if ($http_host = "") {{
+        return 400;
+    }}
 
     location {s.static_url} {{
         alias {s.static_root};
@@ -478,6 +492,24 @@ def configure(s: Settings) -> tuple[bool, list[str]]:
     return changed, notes
 
 
+def check_nginx_at_build() -> int:
+    """nginx -t on the config `serve` would generate with default settings, so a
+    child whose container/files break nginx fails its build, not its first start.
+    The run dir is removed afterwards: it must be created by the run-time user."""
+    settings = Settings.from_env(cpus=1, require_app=False, check_tls=False)
+    if not settings.nginx:
+        return 0
+    try:
+        configure(settings)
+        check = subprocess.run(["nginx", "-t", "-q"], capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if check.returncode != 0:
+        print("aiohttp-parent: the nginx configuration is invalid; nginx -t says:", file=sys.stderr)
+        sys.stderr.write(check.stderr)
+    return check.returncode
+
+
 def supervisor_env(s: Settings) -> dict[str, str]:
     """Values supervisord's program sections read as %(ENV_...)s."""
     return {
@@ -491,15 +523,18 @@ def main(argv: list[str]) -> int:
     `runtime.py configure`       validate, write nginx's includes; print "changed" if they did
     `runtime.py supervisor-env`  validate, write RUN_DIR/supervisor.env for supervisord's unit
     `runtime.py check`           validate only (Ansible runs it on the controller first)
+    `runtime.py check-nginx`     at image build time: nginx -t on the defaults, leaving no state
     """
     command = argv[1] if len(argv) == 2 else ""
-    if command not in ("configure", "supervisor-env", "check"):
-        print("usage: runtime.py configure|supervisor-env|check", file=sys.stderr)
+    if command not in ("configure", "supervisor-env", "check", "check-nginx"):
+        print("usage: runtime.py configure|supervisor-env|check|check-nginx", file=sys.stderr)
         return 64
     try:
         if command == "check":
             Settings.from_env(cpus=1, check_tls=False)
             return 0
+        if command == "check-nginx":
+            return check_nginx_at_build()
         settings = Settings.from_env()
         if command == "configure":
             changed, notes = configure(settings)
