@@ -46,12 +46,14 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv nginx supervisord container image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools base image lint test pytest molecule systemd-images clean
+.PHONY: help host tools base image lint test test-reliability pytest molecule systemd-images bench clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION) (and :latest) on $(BASE_IMAGE)"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
+	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
+	@echo "make bench   this image against a classic Dockerfile (bench/results/latest.md)"
 
 host:
 	@sh scripts/host-setup.sh
@@ -89,6 +91,10 @@ lint: tools
 pytest: base
 	pytest
 
+# The hostile suite alone (also part of `make pytest`); rewrites docs/reliability.rst.
+test-reliability: base
+	pytest -m reliability
+
 systemd-images: tools
 	@for d in $(MOLECULE_DISTROS); do \
 		sh scripts/base-image.sh local/debian:$$d; \
@@ -106,6 +112,14 @@ molecule: base systemd-images
 	done
 
 test: lint pytest molecule
+
+# This image against bench/peer's classic Dockerfile (about 10 min); writes
+# bench/results/latest.{md,json,png}. Not part of `make test` (a smoke run is).
+bench: IMAGE_VERSION = bench
+bench: TAG_LATEST = false
+bench: CA_CERTIFICATES_KEEP = true
+bench: base
+	python3 bench/run.py --base $(BASE_IMAGE) -- $(PACKER_VARS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

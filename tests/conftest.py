@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
+import trustme
 
 from tests import docker
 
@@ -91,3 +92,21 @@ def example_image(parent_image: str) -> Iterator[str]:
     docker.build(ROOT / "examples/hello", tag, {"PARENT_IMAGE": parent_image})
     yield tag
     docker.docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def tls_dir(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tls.crt and tls.key as a user would mount them at /etc/aiohttp-parent/tls."""
+    path = tmp_path_factory.mktemp("tls")
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_pem.write_to_path(str(path / "tls.key"))
+    cert.cert_chain_pems[0].write_to_path(str(path / "tls.crt"))
+    for f in path.iterdir():
+        f.chmod(0o644)  # readable by an arbitrary --user too
+    path.chmod(0o755)
+    return path

@@ -11,6 +11,16 @@ import yaml
 
 from tests import docker, http
 
+# The strictest plain-Docker run the image supports (see README, "Deploying").
+LOCKED_DOWN = [
+    "--user=12345:0",
+    "--read-only",
+    "--tmpfs=/run",
+    "--tmpfs=/tmp",
+    "--cap-drop=ALL",
+    "--security-opt=no-new-privileges",
+]
+
 RUN_DIR = yaml.safe_load((Path(__file__).parents[1] / "playbooks/image.yml").read_text())[0][
     "vars"
 ]["aiohttp_app_run_dir"]

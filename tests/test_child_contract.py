@@ -114,41 +114,6 @@ def test_cleanup_sh_is_sourced(build_child) -> None:
     assert docker.run(tag, "test", "-e", "/app/docs").returncode == 1
 
 
-# --- failures: the build stops, the message names the cause ---------------
-
-
-def test_missing_requirements_txt_fails_with_a_clear_message(build_child) -> None:
-    _, result = build_child({"app.py": ""}, check=False, name="noreqs")
-    assert result.returncode != 0
-    assert "no requirements.txt in the build context" in result.output
-    assert "add a requirements.txt" in result.output
-
-
-@pytest.mark.parametrize("value", ["yes", "true", "2", ""])
-def test_invalid_dev_fails_naming_dev_and_allowed_values(build_child, value: str) -> None:
-    _, result = build_child(REQS, build_args={"DEV": value}, check=False, name="baddev")
-    assert result.returncode != 0
-    assert f"DEV='{value}' is not valid" in result.output
-    assert "DEV=0" in result.output
-    assert "DEV=1" in result.output
-
-
-@pytest.mark.parametrize("script", ["setup.sh", "cleanup.sh"])
-def test_failing_hook_script_fails_the_build(build_child, script: str) -> None:
-    body = "echo before\nfalse\necho after-the-failure\n"
-    _, result = build_child({**REQS, f"bin/{script}": body}, check=False, name="failhook")
-    assert result.returncode != 0
-    assert f"'source bin/{script}' failed with exit status 1" in result.output
-    assert "after-the-failure" not in result.output
-
-
-def test_unknown_requirement_fails_naming_the_step(build_child) -> None:
-    reqs = {"requirements.txt": "this-package-does-not-exist-aiohttp-parent==0.0.1\n"}
-    _, result = build_child(reqs, check=False, name="badreq")
-    assert result.returncode != 0
-    assert "'pip install -r requirements.txt' failed" in result.output
-
-
 # --- environment ------------------------------------------------------------
 
 
