@@ -16,19 +16,21 @@ TEMPLATES = sorted(
 )
 
 
-def render(template: Path) -> str:
+def render(template: Path, service_manage: bool) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["comment"] = lambda text: f"# {text}"
+    env.filters["bool"] = bool
     context = yaml.safe_load((ROOT / "roles/aiohttp_app/defaults/main.yml").read_text())
-    context |= {"ansible_managed": "Ansible managed"}
+    context |= {"ansible_managed": "Ansible managed", "aiohttp_app_service_manage": service_manage}
     return env.from_string(template.read_text()).render(context)
 
 
+@pytest.mark.parametrize("service_manage", [True, False], ids=["vm", "image"])
 @pytest.mark.parametrize("template", TEMPLATES, ids=[t.stem for t in TEMPLATES])
-def test_launcher_passes_shellcheck(template: Path, tmp_path: Path) -> None:
+def test_launcher_passes_shellcheck(template: Path, service_manage: bool, tmp_path: Path) -> None:
     assert shutil.which("shellcheck"), "shellcheck is installed by make (scripts/host-setup.sh)"
     script = tmp_path / template.stem
-    script.write_text(render(template))
+    script.write_text(render(template, service_manage))
     result = subprocess.run(
         ["shellcheck", str(script)], capture_output=True, text=True, check=False
     )
