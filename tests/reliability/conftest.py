@@ -4,6 +4,7 @@ and what must hold; `figure` records what it measured)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Record what this scenario measured, for docs/reliability.rst."""
 
     def record(text: str) -> None:
-        _FIGURES[request.node.nodeid] = text
+        _FIGURES[request.node.nodeid] = re.sub(r"\x1b\[[0-9;]*m", "", text)  # pip's colours
 
     return record
 
