@@ -12,7 +12,7 @@ import pytest
 
 from tests import docker, http
 from tests.reliability.load import Load, recovery, wait_until
-from tests.service import masters, processes, served, workers
+from tests.service import Service, masters, processes, served, workers
 
 STOP_TIMEOUT = 10  # docker stop's default before SIGKILL
 
@@ -114,15 +114,24 @@ def test_handler_that_raises_gets_500_and_the_service_stays_up(faulty, figure) -
     assert http.request(faulty.http, "/").status == 200
 
 
+def faulty_request(svc: Service, path: str) -> tuple[http.Response, float, set, set]:
+    """GET path: (response, seconds, worker pids before, and once there are 2 again)."""
+
+    def pids() -> set[int]:
+        return {w["pid"] for w in workers(svc.name, "gunicorn")}
+
+    before = pids()
+    start = time.monotonic()
+    response = http.request(svc.http, path, timeout=30)
+    elapsed = time.monotonic() - start
+    assert wait_until(lambda: len(pids()) == 2, timeout=30)
+    return response, elapsed, before, pids()
+
+
 def test_worker_that_dies_mid_request_gets_502(faulty, figure) -> None:
     """App kills its worker mid-request (os._exit)
     nginx answers 502; gunicorn replaces the worker; the container keeps serving."""
-    before = {w["pid"] for w in workers(faulty.name, "gunicorn")}
-    start = time.monotonic()
-    response = http.request(faulty.http, "/die", timeout=30)
-    elapsed = time.monotonic() - start
-    assert wait_until(lambda: len(workers(faulty.name, "gunicorn")) == 2, timeout=30)
-    after = {w["pid"] for w in workers(faulty.name, "gunicorn")}
+    response, elapsed, before, after = faulty_request(faulty, "/die")
     figure(f"{response.status} after {elapsed * 1000:.0f} ms; worker replaced")
     assert response.status == 502
     assert after != before
@@ -134,12 +143,7 @@ def test_blocked_event_loop_is_killed_by_gunicorn_timeout(faulty, figure) -> Non
     gunicorn kills the worker after its timeout and starts another; nginx
     answers 502 (the connection closed, rather than its own 5 s read timeout
     running out: 504); the container keeps serving."""
-    before = {w["pid"] for w in workers(faulty.name, "gunicorn")}
-    start = time.monotonic()
-    response = http.request(faulty.http, "/block", timeout=30)
-    elapsed = time.monotonic() - start
-    assert wait_until(lambda: len(workers(faulty.name, "gunicorn")) == 2, timeout=30)
-    after = {w["pid"] for w in workers(faulty.name, "gunicorn")}
+    response, elapsed, before, after = faulty_request(faulty, "/block")
     logs = docker.logs(faulty.name)
     figure(f"{response.status} after {elapsed:.1f} s; worker replaced (WORKER TIMEOUT logged)")
     assert response.status == 502
@@ -152,14 +156,11 @@ def test_hanging_request_gets_504_at_the_read_timeout(faulty, figure) -> None:
     """App awaits forever (the event loop stays free), NGINX_PROXY_READ_TIMEOUT=5
     nginx answers 504 after its read timeout; the worker is not killed (it is
     healthy) and keeps serving."""
-    before = {w["pid"] for w in workers(faulty.name, "gunicorn")}
-    start = time.monotonic()
-    response = http.request(faulty.http, "/hang", timeout=30)
-    elapsed = time.monotonic() - start
+    response, elapsed, before, after = faulty_request(faulty, "/hang")
     figure(f"{response.status} after {elapsed:.1f} s; workers unchanged")
     assert response.status == 504
     assert elapsed >= 5
-    assert {w["pid"] for w in workers(faulty.name, "gunicorn")} == before
+    assert after == before
     assert http.request(faulty.http, "/").status == 200
 
 
