@@ -113,7 +113,7 @@ molecule: base systemd-images
 
 test: lint pytest molecule
 
-# This image against bench/peer's classic Dockerfile (about 10 min); writes
+# This image against bench/peer's classic Dockerfile (about 7 min); writes
 # bench/results/latest.{md,json,png}. Not part of `make test` (a smoke run is).
 bench: IMAGE_VERSION = bench
 bench: TAG_LATEST = false
