@@ -82,9 +82,15 @@ def render(rows: dict[str, dict]) -> str:
     runs = sorted({(r["date"], r["revision"], r["machine"]) for r in rows.values()})
     latest = runs[-1] if runs else ("never", "", "")
     passed = sum(r["outcome"] == "passed" for r in rows.values())
+    current = sum((r["date"], r["revision"], r["machine"]) == latest for r in rows.values())
+    older = (
+        f" ({len(rows) - current} rows are from earlier, partial runs)"
+        if current < len(rows)
+        else ""
+    )
     out.append(
         f"Last run: {latest[0]}, revision ``{latest[1]}``, {latest[2]}; "
-        f"{passed} of {len(rows)} scenarios passed.\n\n"
+        f"{passed} of {len(rows)} scenarios passed{older}.\n\n"
     )
     for module, title in SECTIONS.items():
         section = [(k, r) for k, r in rows.items() if f"/{module}.py::" in k]

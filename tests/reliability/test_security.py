@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,14 @@ ROOT_ALLOWED = re.compile(
 )
 
 
+def short_name(cmd: str) -> str:
+    """'serve', 'fatal-listener', 'gunicorn', 'nginx: worker process', ..."""
+    if cmd.startswith("nginx:"):
+        return cmd.split(" process")[0] + " process"
+    script = cmd.split()[1] if cmd.startswith("/usr/bin/python3 ") else cmd.split()[0]
+    return "gunicorn" if "gunicorn" in cmd else script.rsplit("/", 1)[-1]
+
+
 def test_only_pid_1_and_the_nginx_master_run_as_root(example_image: str, figure) -> None:
     """Default run (started as root, for ports 80 and 443)
     Only PID 1 (supervisord), its fatal listener and nginx's master run as root; gunicorn's master and
@@ -33,11 +42,8 @@ def test_only_pid_1_and_the_nginx_master_run_as_root(example_image: str, figure)
             for p in procs
         }
     as_root = [p["cmd"] for p in procs if p["uid"] == 0]
-    figure(
-        "; ".join(
-            f"{users[p['uid']]}: {p['cmd'][:60]}" for p in sorted(procs, key=lambda p: p["pid"])
-        )
-    )
+    by_user = Counter((users[p["uid"]], short_name(p["cmd"])) for p in procs)
+    figure("; ".join(f"{user}: {count} {name}" for (user, name), count in sorted(by_user.items())))
     assert all(ROOT_ALLOWED.match(cmd) for cmd in as_root), as_root
     gunicorn = [p for p in procs if "gunicorn" in p["cmd"]]
     nginx_workers = [p for p in procs if p["cmd"].startswith("nginx: worker")]
