@@ -404,6 +404,11 @@ def render_site(s: Settings, http2_directive: bool) -> str:
         proxy_connect_timeout {s.proxy_connect_timeout}s;
         proxy_read_timeout {s.proxy_read_timeout}s;
         proxy_send_timeout {s.proxy_send_timeout}s;
+        # nginx replays a GET whose reused upstream connection closed without
+        # an answer: right when gunicorn closed it idle, wrong when the request
+        # killed its worker (a blocked loop after GUNICORN_TIMEOUT): the replay
+        # would block and kill a second worker. Replays only within 1 s.
+        proxy_next_upstream_timeout 1s;
     }}
 """
     http_body = "    return 301 https://$host$request_uri;\n" if s.tls and s.tls_redirect else app
