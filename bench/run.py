@@ -9,9 +9,6 @@ check that this harness still works); its figures mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import re
 import shlex
 import shutil
@@ -20,9 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -30,8 +27,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import docker, http  # noqa: E402  (the suite's plain docker/HTTP helpers)
+from tests import ansible, docker, http  # noqa: E402  (the suite's plain helpers)
 from tests.reliability.load import wrk  # noqa: E402
+from tests.reliability.report import git_revision, machine  # noqa: E402
 
 PROJECT, PEER = "project", "peer"
 HELLO = ROOT / "examples/hello"
@@ -141,17 +139,12 @@ def serve_args(side: str) -> list[str]:
     return ["serve"] if side == PROJECT else []
 
 
-@contextmanager
-def running(image: str, side: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    name = docker.unique("aiohttp-bench")
-    opts = [f"--env={k}={v}" for k, v in (env or {}).items()]
-    docker.docker(
-        "run", "-d", "--name", name, "-p", "127.0.0.1::80", *opts, image, *serve_args(side)
-    )
-    try:
-        yield name
-    finally:
-        docker.docker("rm", "-f", name, check=False)
+def running(
+    image: str, side: str, env: dict[str, str] | None = None
+) -> AbstractContextManager[str]:
+    """The side's child serving, port 80 published on 127.0.0.1; removed afterwards."""
+    opts = ["-p", "127.0.0.1::80", *(f"--env={k}={v}" for k, v in (env or {}).items())]
+    return docker.container(image, *serve_args(side), opts=opts)
 
 
 def wait_served(name: str, timeout: float = 60) -> bool:
@@ -188,10 +181,8 @@ def memory_mib(name: str) -> tuple[float, float]:
 
 def lifecycle(image: str, side: str) -> dict[str, float]:
     """docker run → first 200 through nginx; idle memory; docker stop."""
-    name = docker.unique("aiohttp-bench")
     start = time.monotonic()
-    docker.docker("run", "-d", "--name", name, "-p", "127.0.0.1::80", image, *serve_args(side))
-    try:
+    with running(image, side) as name:
         if not wait_served(name):
             raise SystemExit(f"bench: {image} did not serve:\n{docker.logs(name)}")
         startup = time.monotonic() - start
@@ -201,8 +192,6 @@ def lifecycle(image: str, side: str) -> dict[str, float]:
         docker.docker("stop", name, timeout=60)
         stop = time.monotonic() - stop_start
         code = docker.state(name)["ExitCode"]
-    finally:
-        docker.docker("rm", "-f", name, check=False)
     return {"startup": startup, "rss": rss, "pss": pss, "stop": stop, "exit": code}
 
 
@@ -227,7 +216,7 @@ def throughput(image: str, side: str, s: Settings) -> dict[str, float]:
     out = {}
     with running(image, side) as name:
         wait_served(name)
-        netns_wrk(name, 80, "/", Settings(**{**s.__dict__, "wrk_seconds": 1}))  # warm up
+        netns_wrk(name, 80, "/", replace(s, wrk_seconds=1))  # warm up
         out["rps_nginx"] = netns_wrk(name, 80, "/", s)
         out["rps_static"] = netns_wrk(name, 80, "/static/asset.txt", s)
         if side == PEER:  # gunicorn's own TCP port inside the container
@@ -235,7 +224,7 @@ def throughput(image: str, side: str, s: Settings) -> dict[str, float]:
     if side == PROJECT:  # gunicorn listens on a unix socket: API-only mode serves it on 80
         with running(image, side, env={"API_ONLY": "1"}) as name:
             wait_served(name)
-            netns_wrk(name, 80, "/", Settings(**{**s.__dict__, "wrk_seconds": 1}))
+            netns_wrk(name, 80, "/", replace(s, wrk_seconds=1))
             out["rps_direct"] = netns_wrk(name, 80, "/", s)
     return out
 
@@ -244,35 +233,16 @@ def second_converge(image: str) -> tuple[float, int]:
     """playbooks/image.yml again over the built image: (seconds, changed tasks)."""
     labels = docker.inspect(image)["Config"]["Labels"]
     extra = {
+        # The image puts the venv first on PATH; Packer names the system Python too.
+        "ansible_python_interpreter": "/usr/bin/python3",
         "python_venv_python_version": labels["aiohttp-parent.python.version"],
         "ca_certificates_files": [str(CA_BUNDLE)],
         "image_keep_ca_certificates": True,
     }
-    name = docker.unique("aiohttp-bench-converge")
-    docker.docker("run", "-d", "--name", name, "--entrypoint", "sleep", image, "infinity")
-    try:
+    with docker.container(image, "infinity", opts=["--entrypoint", "sleep"]) as name:
         start = time.monotonic()
-        result = subprocess.run(
-            [
-                "ansible-playbook",
-                "-i",
-                f"{name},",
-                "-e",
-                "ansible_connection=community.docker.docker",
-                "-e",
-                "ansible_python_interpreter=/usr/bin/python3",
-                "-e",
-                json.dumps(extra),
-                "playbooks/image.yml",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = ansible.playbook(name, ROOT / "playbooks/image.yml", extra)
         elapsed = time.monotonic() - start
-    finally:
-        docker.docker("rm", "-f", name, check=False)
     recap = re.search(r"changed=(\d+)", result.stdout)
     if result.returncode != 0 or not recap:
         raise SystemExit(f"bench: second converge failed:\n{result.stdout}\n{result.stderr}")
@@ -345,10 +315,8 @@ def run(s: Settings, base: str, log: Callable[[str], None]) -> dict:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "duration_s": round(time.time() - started),
-        "revision": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
+        "revision": git_revision(),
+        "machine": machine(),
         "settings": s.__dict__,
         "images": {PROJECT: s.project_parent, PEER: s.peer_parent, "base": base},
         "figures": {

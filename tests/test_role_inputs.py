@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests import docker
+from tests import ansible, docker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,19 +30,7 @@ def play(
             ]
         )
     )
-    # The connection is a host variable, as in a real inventory: an extra var
-    # would also override the controller-side (delegate_to: localhost) checks.
-    inventory = tmp_path / "hosts"
-    inventory.write_text(f"{host} ansible_connection=community.docker.docker\n")
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(playbook)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
-        check=False,
-        timeout=300,
-    )
+    return ansible.playbook(host, playbook, timeout=300)
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ where each request's fate must be known (which ones failed, and when)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
-import statistics
 import subprocess
 import threading
 import time
@@ -177,33 +177,21 @@ class Load:
     def recovered_since(self, moment: float) -> bool:
         """Whether a request sent after the last failure since `moment` succeeded."""
         records = list(self.records)
-        failures = [r.end for r in records if not r.ok and r.end >= moment]
-        last = max(failures, default=moment)
-        return any(r.ok and r.start >= last for r in records)
+        failed, seconds = recovery(records, moment)
+        return (
+            not math.isnan(seconds) if failed else any(r.ok and r.start >= moment for r in records)
+        )
 
 
 def recovery(records: list[Record], moment: float) -> tuple[int, float]:
-    """(requests failed after `moment`, seconds from `moment` until a request
-    started after the last failure succeeded; 0 when nothing failed)."""
-    failed = [r for r in records if not r.ok and r.end >= moment]
+    """(requests failed after `moment`, seconds from `moment` until a request sent
+    after the last of them succeeded: 0 when none failed, NaN if none did yet)."""
+    failed = [r.end for r in records if not r.ok and r.end >= moment]
     if not failed:
         return 0, 0.0
-    last = max(r.end for r in failed)
+    last = max(failed)
     back = min((r.end for r in records if r.ok and r.start >= last), default=float("nan"))
     return len(failed), back - moment
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def median_ms(records: list[Record]) -> float:
-    return statistics.median(r.end - r.start for r in records) * 1000
 
 
 # --- slow clients --------------------------------------------------------------------

@@ -60,7 +60,7 @@ def merge(results: dict[str, dict]) -> dict[str, dict]:
     stamp = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "revision": git_revision(),
-        "machine": f"{platform.machine()}, {_cpus()} CPUs",
+        "machine": machine(),
     }
     for test_id, row in results.items():
         rows[test_id] = {**row, **stamp}
@@ -68,8 +68,8 @@ def merge(results: dict[str, dict]) -> dict[str, dict]:
     return rows
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0))
+def machine() -> str:
+    return f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs"
 
 
 def _cell(text: str) -> str:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests import docker, http
-from tests.reliability.load import Load, recovery, wait_until
+from tests.reliability.load import Load, recovery
 from tests.service import Service, masters, processes, served, workers
 
 STOP_TIMEOUT = 10  # docker stop's default before SIGKILL
@@ -24,7 +24,7 @@ def test_docker_stop_under_load(example_image: str, figure) -> None:
     with served(example_image) as svc:
         paths = {"/": 32, "/slow?seconds=1": 8}
         with Load(svc.http, paths, seconds=30, timeout=15) as load:
-            assert wait_until(lambda: len(load.records) > 2000, timeout=20)
+            assert docker.wait_for(lambda: len(load.records) > 2000, timeout=20)
             signal_at = time.monotonic()
             docker.docker("stop", "-t", str(STOP_TIMEOUT), svc.name, timeout=60)
             stopped_at = time.monotonic()
@@ -56,15 +56,15 @@ def test_kill_9_under_light_load(example_image: str, target: str, figure) -> Non
         else:
             (victim,) = masters(svc.name, program)
         with Load(svc.http, {"/": 4}, seconds=60, timeout=10) as load:
-            assert wait_until(lambda: len(load.records) > 200, timeout=20)
+            assert docker.wait_for(lambda: len(load.records) > 200, timeout=20)
             killed_at = time.monotonic()
             svc.kill(victim)
             time.sleep(1)  # let the failures, if any, begin
-            assert wait_until(lambda: load.recovered_since(killed_at), timeout=30)
+            assert docker.wait_for(lambda: load.recovered_since(killed_at), timeout=30)
             load.stop_after(2)
         # Served is not enough: orphans of a killed master can keep answering
         # while the new master cannot bind. One master, with its own workers.
-        healthy = wait_until(
+        healthy = docker.wait_for(
             lambda: (
                 len(masters(svc.name, program)) == 1
                 and masters(svc.name, program) != [victim]
@@ -124,7 +124,7 @@ def faulty_request(svc: Service, path: str) -> tuple[http.Response, float, set, 
     start = time.monotonic()
     response = http.request(svc.http, path, timeout=30)
     elapsed = time.monotonic() - start
-    assert wait_until(lambda: len(pids()) == 2, timeout=30)
+    assert docker.wait_for(lambda: len(pids()) == 2, timeout=30)
     return response, elapsed, before, pids()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import docker, http
+from tests import ansible, docker, http
 from tests.service import LOCKED_DOWN, processes, served
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,21 +116,8 @@ def test_build_ca_is_removed_unless_kept(parent_image: str, figure) -> None:
         bundle_before = docker.docker(
             "exec", name, "grep", "-c", "BEGIN CERTIFICATE", "/etc/ssl/certs/ca-certificates.crt"
         ).stdout
-        playbook = ROOT / "tests/reliability/files/remove-ca.yml"
-        subprocess.run(
-            [
-                "ansible-playbook",
-                "-i",
-                f"{name},",
-                "-e",
-                "ansible_connection=community.docker.docker",
-                str(playbook),
-            ],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        removal = ansible.playbook(name, ROOT / "tests/reliability/files/remove-ca.yml")
+        assert removal.returncode == 0, removal.stdout + removal.stderr
         left = docker.docker("exec", name, "test", "-e", marker, check=False).returncode
         bundle_after = docker.docker(
             "exec", name, "grep", "-c", "BEGIN CERTIFICATE", "/etc/ssl/certs/ca-certificates.crt"
