@@ -1,5 +1,12 @@
 """aiohttp's uvloop gunicorn worker, trusting X-Forwarded-* only from nginx,
-with gunicorn's listen backlog.
+with gunicorn's listen backlog, that fails fast when the app cannot start.
+
+A worker whose app fails to start (its factory or on_startup raises, returns
+the wrong thing, or is still not serving after APP_START_TIMEOUT seconds)
+reports it once and exits with gunicorn's WORKER_BOOT_ERROR, so gunicorn
+stops instead of forking replacements forever (aiohttp < 3.14 exits 0, and
+the arbiter respawns it). The first worker that serves leaves the `ready`
+note that nginx's start waits for.
 
 aiohttp does not read X-Forwarded-For/-Proto/-Host itself. This worker puts a
 middleware in front of the app that applies them when the request came from a
@@ -9,10 +16,19 @@ an address in gunicorn's forwarded_allow_ips (FORWARDED_ALLOW_IPS).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
+from gunicorn.workers.base import Worker
+
+import aiohttp_parent_app
+import runtime
+
+WORKER_BOOT_ERROR = 3  # gunicorn's arbiter halts on it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -32,11 +48,39 @@ def forwarded_middleware(trusted: set[str]) -> Callable:
                 changes["scheme"] = proto
             if host := request.headers.get("X-Forwarded-Host"):
                 changes["host"] = host
-            if changes:
+            # In place rather than request.clone(): aiohttp logs a handler's
+            # error with the request it made, which should name the client.
+            # remote, scheme and host are cached properties (reify) in _cache;
+            # url and secure derive from them.
+            cache = getattr(request, "_cache", None)
+            if isinstance(cache, dict) and changes:
+                cache.update(changes)
+                cache.pop("url", None)
+                cache.pop("secure", None)
+            elif changes:
                 request = request.clone(**changes)
         return await handler(request)
 
     return apply_forwarded
+
+
+def app_module() -> str:
+    return os.environ.get("APP_MODULE", "").strip()
+
+
+def start_timeout() -> float:
+    return float(os.environ.get("APP_START_TIMEOUT") or runtime.APP_START_TIMEOUT_DEFAULT)
+
+
+def announce_ready() -> None:
+    """The first worker to serve says so, and leaves the note nginx waits for."""
+    try:
+        os.close(os.open(runtime.APP_READY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return
+    except OSError:
+        pass
+    print(f"aiohttp-parent: serving {app_module()}", file=sys.stderr, flush=True)
 
 
 def _install(app: web.Application, middleware: Callable) -> web.Application:
@@ -45,18 +89,68 @@ def _install(app: web.Application, middleware: Callable) -> web.Application:
 
 
 class UVLoopWorker(GunicornUVLoopWebWorker):
-    _backlog_restored = False
+    _serving: asyncio.Future[None] | None = None
 
     def notify(self) -> None:
-        # aiohttp's SockSite listens again on gunicorn's socket with its own
-        # backlog of 128, and a burst of new nginx connections (256 clients)
-        # overflows that: connect() fails with EAGAIN and nginx answers 502.
-        # The first notify comes right after the sites started.
-        if not self._backlog_restored:
+        # aiohttp calls notify() first right after its sites started: the
+        # app is serving. Its SockSite listens again on gunicorn's socket
+        # with its own backlog of 128, and a burst of new nginx connections
+        # (256 clients) overflows that: connect() fails with EAGAIN and nginx
+        # answers 502. Restore gunicorn's backlog.
+        if self._serving is not None and not self._serving.done():
             for sock in self.sockets:
                 sock.listen(self.cfg.backlog)
-            self._backlog_restored = True
+            self._serving.set_result(None)
+            announce_ready()
         super().notify()
+
+    async def _run(self) -> None:
+        """aiohttp's _run (factory, on_startup, sites, then the serving loop),
+        watched until it serves: a failure before that is a boot error."""
+        # uvloop detaches a plain socket when its server closes; gunicorn's
+        # wrapper it would close() after libuv did (EBADF, logged at exit).
+        self.sockets = [getattr(sock, "sock", sock) for sock in self.sockets]
+        loop = asyncio.get_running_loop()
+        self._serving = loop.create_future()
+        running = asyncio.ensure_future(super()._run())
+        deadline = loop.time() + start_timeout()
+        while not self._serving.done() and not running.done():
+            if not self.alive:  # stopped while starting (docker stop, gunicorn halting)
+                running.cancel()
+                await asyncio.wait([running], timeout=self.cfg.graceful_timeout)
+                return None
+            if loop.time() >= deadline:
+                running.cancel()
+                await asyncio.wait([running], timeout=self.cfg.graceful_timeout)
+                return self._boot_failed(
+                    f"APP_MODULE={app_module()!r} did not start within {start_timeout():g} s "
+                    "(APP_START_TIMEOUT): its factory or on_startup handlers are still "
+                    "waiting (for a database or service that does not answer?)"
+                )
+            # Starting may await longer than gunicorn's timeout, which is
+            # about a blocked loop: keep the arbiter's heartbeat going.
+            Worker.notify(self)
+            await asyncio.wait(
+                [running, self._serving],
+                timeout=min(1.0, deadline - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        if not self._serving.done():
+            if running.cancelled() or running.exception() is None:
+                return None  # stopped while starting (docker stop)
+            exc = running.exception()
+            if isinstance(exc, aiohttp_parent_app.AppError):
+                return self._boot_failed(str(exc), exc.__cause__)
+            return self._boot_failed(
+                f"APP_MODULE={app_module()!r} failed to start: {type(exc).__name__}: {exc}", exc
+            )
+        await running
+
+    def _boot_failed(self, message: str, exc: BaseException | None = None) -> None:
+        # One boot error is enough to halt gunicorn; a second one, reaped
+        # while it halts, makes it die of an unhandled HaltServer instead.
+        first = aiohttp_parent_app.report(message, exc)
+        self.exit_code = WORKER_BOOT_ERROR if first else 0
 
     def load_wsgi(self) -> None:
         super().load_wsgi()

@@ -11,6 +11,8 @@ Standard library only: it runs on the system python3 and on the venv's.
 
 from __future__ import annotations
 
+import configparser
+import errno
 import json
 import math
 import os
@@ -28,7 +30,12 @@ try:  # written by the aiohttp_app role: /run/aiohttp-parent on VMs, under /tmp 
 except ImportError:
     _RUN_DIR = "/run/aiohttp-parent"
 RUN_DIR = Path(os.environ.get("AIOHTTP_PARENT_RUN_DIR") or _RUN_DIR)
-SOCKET = RUN_DIR / "gunicorn/gunicorn.sock"
+# gunicorn's directory (its user's): the socket, and the notes its workers
+# leave: `ready` once one serves, `fatal` when the app cannot start.
+APP_STATE = RUN_DIR / "gunicorn"
+SOCKET = APP_STATE / "gunicorn.sock"
+APP_READY = APP_STATE / "ready"
+APP_FATAL = APP_STATE / "fatal"
 TLS_DIR = Path("/etc/aiohttp-parent/tls")
 FATAL_MARKER = RUN_DIR / "fatal"
 RUNTIME_JSON = RUN_DIR / "runtime.json"
@@ -45,6 +52,10 @@ TLS_CIPHERS = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     ]
 )
+APP_START_TIMEOUT_DEFAULT = 60
+SUPERVISOR_CONF_D = Path("/etc/supervisor/conf.d")
+# The parent's own programs (the aiohttp_app role's conf.d file).
+PARENT_PROGRAMS_CONF = SUPERVISOR_CONF_D / "aiohttp-app.conf"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ACCESS_LOG_FORMATS = ("combined", "json", "off")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -149,9 +160,38 @@ def _readable(name: str, path: Path) -> None:
 # --- settings -------------------------------------------------------------------
 
 
+def child_programs(conf_d: Path = SUPERVISOR_CONF_D) -> dict[str, str]:
+    """supervisord programs a child image added in conf.d: name -> command."""
+    programs: dict[str, str] = {}
+    for path in sorted(conf_d.glob("*.conf")) if conf_d.is_dir() else []:
+        if path == PARENT_PROGRAMS_CONF:
+            continue
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            parser.read(path)
+        except configparser.Error as exc:
+            raise ConfigError(f"{path} is not a valid supervisord file: {exc}") from None
+        for section in parser.sections():
+            if section.startswith("program:"):
+                programs[section.removeprefix("program:")] = parser.get(
+                    section, "command", fallback=""
+                )
+    return programs
+
+
+def own_app_programs(app_module: str, programs: Mapping[str, str]) -> list[str]:
+    """The child's programs that serve its app themselves (a seed-style child):
+    any that runs gunicorn, or all of them when APP_MODULE names no app."""
+    return [n for n, cmd in programs.items() if "gunicorn" in cmd or not app_module]
+
+
 @dataclass(frozen=True)
 class Settings:
     app_module: str
+    # The parent's gunicorn runs APP_MODULE; false when the child's own
+    # supervisord programs serve the app (child_app_programs).
+    gunicorn: bool
+    child_app_programs: tuple[str, ...]
     dev: bool
     nginx: bool
     port: int
@@ -159,6 +199,7 @@ class Settings:
     workers: int
     nginx_workers: int
     timeout: int
+    start_timeout: int
     graceful_timeout: int
     keepalive: int
     max_requests: int
@@ -206,7 +247,8 @@ class Settings:
         dev = _bool(env, "DEV", False)
 
         app_module = env.get("APP_MODULE", "").strip()
-        if require_app and not app_module:
+        own = tuple(own_app_programs(app_module, child_programs())) if require_app else ()
+        if require_app and not app_module and not own:
             raise ConfigError(
                 "APP_MODULE is not set: name your aiohttp application as module:attribute, "
                 "e.g. ENV APP_MODULE=myapp.main:app (an Application) or "
@@ -233,6 +275,8 @@ class Settings:
         tls_cert, tls_key = _tls_files(env) if check_tls else ("", "")
         return cls(
             app_module=app_module,
+            gunicorn=not own,
+            child_app_programs=own,
             dev=dev,
             nginx=nginx,
             port=_int(env, "PORT", 80, 1, 65535),
@@ -240,6 +284,7 @@ class Settings:
             workers=_int(env, "WEB_CONCURRENCY", 1 if dev else cpus, 1, 1024),
             nginx_workers=_int(env, "NGINX_WORKER_PROCESSES", cpus, 1, 1024),
             timeout=timeout,
+            start_timeout=_int(env, "APP_START_TIMEOUT", APP_START_TIMEOUT_DEFAULT, 1, 3600),
             graceful_timeout=graceful,
             keepalive=_int(env, "GUNICORN_KEEPALIVE", 75, 0, 3600),
             max_requests=_int(env, "GUNICORN_MAX_REQUESTS", 0, 0, 10**9),
@@ -374,6 +419,7 @@ def render_site(s: Settings, http2_directive: bool) -> str:
     hsts = (
         'add_header Strict-Transport-Security "max-age=31536000" always;' if s.tls_redirect else ""
     )
+    proxy = _proxy(s)
     app = f"""
     include /etc/nginx/server.d/*.conf;
     client_max_body_size {s.client_max_body_size};
@@ -382,34 +428,21 @@ def render_site(s: Settings, http2_directive: bool) -> str:
         return 400;
     }}
 
+    # Files that exist under STATIC_ROOT come from nginx; any other path
+    # under STATIC_URL goes to the app, which may serve its own static route.
     location {s.static_url} {{
         alias {s.static_root};
         expires {s.static_expires};
         add_header X-Content-Type-Options "nosniff";
         {hsts}
-        try_files $uri =404;
+        try_files $uri @aiohttp_app;
     }}
 
     location / {{
-        proxy_pass http://aiohttp_app;
-        proxy_http_version 1.1;
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-Host $http_host;
-        proxy_set_header X-Request-ID $request_id;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $connection_upgrade;
-        proxy_redirect off;
-        proxy_connect_timeout {s.proxy_connect_timeout}s;
-        proxy_read_timeout {s.proxy_read_timeout}s;
-        proxy_send_timeout {s.proxy_send_timeout}s;
-        # nginx replays a GET whose reused upstream connection closed without
-        # an answer: right when gunicorn closed it idle, wrong when the request
-        # killed its worker (a blocked loop after GUNICORN_TIMEOUT): the replay
-        # would block and kill a second worker. Replays only within 1 s.
-        proxy_next_upstream_timeout 1s;
-    }}
+{proxy}    }}
+
+    location @aiohttp_app {{
+{proxy}    }}
 """
     http_body = "    return 301 https://$host$request_uri;\n" if s.tls and s.tls_redirect else app
     site = f"server {{\n{_listen(s.port, '')}    server_name _;\n{http_body}}}\n"
@@ -438,6 +471,29 @@ server {{
     )
 
 
+def _proxy(s: Settings) -> str:
+    """The body of the locations that proxy to gunicorn."""
+    return f"""        proxy_pass http://aiohttp_app;
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
+        proxy_set_header X-Request-ID $request_id;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_redirect off;
+        proxy_connect_timeout {s.proxy_connect_timeout}s;
+        proxy_read_timeout {s.proxy_read_timeout}s;
+        proxy_send_timeout {s.proxy_send_timeout}s;
+        # nginx replays a GET whose reused upstream connection closed without
+        # an answer: right when gunicorn closed it idle, wrong when the request
+        # killed its worker (a blocked loop after GUNICORN_TIMEOUT): the replay
+        # would block and kill a second worker. Replays only within 1 s.
+        proxy_next_upstream_timeout 1s;
+"""
+
+
 def child_sites() -> list[Path]:
     """Sites a child image ships in sites-enabled: they replace the generated one."""
     sites = Path("/etc/nginx/sites-enabled")
@@ -451,7 +507,9 @@ def nginx_files(s: Settings) -> dict[Path, str]:
         nginx / "main.d/runtime.conf": render_main(s, os.geteuid() == 0),
         nginx / "http.d/00-runtime.conf": render_http(s),
     }
-    if not child_sites():
+    # A child's own sites replace the generated one; so do its own app
+    # programs, whose site proxies to them (there is no gunicorn socket).
+    if s.gunicorn and not child_sites():
         files[nginx / "http.d/50-site.conf"] = render_site(s, nginx_version() >= (1, 25, 1))
     return files
 
@@ -490,25 +548,42 @@ def write_runtime_json(s: Settings) -> None:
 def configure(s: Settings) -> tuple[bool, list[str]]:
     """Prepare everything `serve` (or nginx on a VM) needs before starting:
     (whether nginx's configuration changed, notes for the log)."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    FATAL_MARKER.unlink(missing_ok=True)
-    changed, notes = write_nginx(s) if s.nginx else (False, [])
-    write_runtime_json(s)
+    try:
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        FATAL_MARKER.unlink(missing_ok=True)
+        changed, notes = write_nginx(s) if s.nginx else (False, [])
+        write_runtime_json(s)
+    except OSError as exc:
+        hint = (
+            ": with --read-only, give the container a writable /tmp "
+            "(docker run --tmpfs /tmp; Kubernetes: an emptyDir volume at /tmp)"
+            if exc.errno == errno.EROFS
+            else ""
+        )
+        raise ConfigError(
+            f"cannot write the runtime state in {RUN_DIR}: {exc.strerror}{hint}"
+        ) from None
     return changed, notes
 
 
 def check_nginx_at_build() -> int:
     """nginx -t on the config `serve` would generate with default settings, so a
     child whose container/files break nginx fails its build, not its first start.
-    The run dir is removed afterwards: it must be created by the run-time user."""
+    What it writes is removed afterwards; the run dir stays as the image has it
+    (any run-time user must be able to fill it)."""
     settings = Settings.from_env(cpus=1, require_app=False, check_tls=False)
     if not settings.nginx:
         return 0
+    before = set(RUN_DIR.rglob("*"))
     try:
         configure(settings)
         check = subprocess.run(["nginx", "-t", "-q"], capture_output=True, text=True, check=False)
     finally:
-        shutil.rmtree(RUN_DIR, ignore_errors=True)
+        for path in sorted(set(RUN_DIR.rglob("*")) - before, reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink()
     if check.returncode != 0:
         print("aiohttp-parent: the nginx configuration is invalid; nginx -t says:", file=sys.stderr)
         sys.stderr.write(check.stderr)
@@ -516,10 +591,13 @@ def check_nginx_at_build() -> int:
 
 
 def supervisor_env(s: Settings) -> dict[str, str]:
-    """Values supervisord's program sections read as %(ENV_...)s."""
+    """Values supervisord's program sections read as %(ENV_...)s, and what
+    nginx's launcher waits for before it starts (nothing: start at once)."""
     return {
+        "AIOHTTP_PARENT_GUNICORN": "true" if s.gunicorn else "false",
         "AIOHTTP_PARENT_NGINX": "true" if s.nginx else "false",
         "AIOHTTP_PARENT_STOPWAITSECS": str(s.stop_wait_seconds),
+        "AIOHTTP_PARENT_APP_READY": str(APP_READY) if s.gunicorn else "",
     }
 
 

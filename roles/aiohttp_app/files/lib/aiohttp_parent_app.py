@@ -1,0 +1,297 @@
+"""Load APP_MODULE in the forms aiohttp apps are written in, or say clearly why not.
+
+gunicorn's wsgi_app is `aiohttp_parent_app:application`, an async factory.
+The master imports APP_MODULE once (`preload`, in gunicorn.conf.py); each
+worker then builds the app inside its own event loop (`application`), so a
+factory's sessions and pools belong to the loop that serves them. Accepted:
+
+  module:app                 an aiohttp.web.Application
+  module:create_app          a function, async or not, returning one; with one
+                             required argument it gets argv, like the
+                             init_func of `python -m aiohttp.web`
+  module:create_app(1, x=2)  the same, called with these literal arguments
+  module                     module:app, or the app the module hands to a
+                             web.run_app() call at import (a warning says so)
+
+A load that fails writes RUN_DIR/gunicorn/fatal: the first writer prints
+the error, so it appears once however many workers fail, and the
+container's fatal listener stops the container instead of retrying.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+import runtime
+
+FORMS = (
+    "module:app (an aiohttp.web.Application), module:create_app (a function, async or not, "
+    "returning one; it may take argv), or module:create_app(...) with literal arguments"
+)
+APP_LOAD_ERROR = 4  # gunicorn's exit status for an app that does not load
+HERE = str(Path(__file__).resolve().parent)
+
+
+class AppError(Exception):
+    """APP_MODULE cannot be served; the text says why and what to change."""
+
+
+@dataclass
+class Target:
+    spec: str
+    app: web.Application | None = None
+    factory: Callable[..., Any] | None = None
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_preloaded: Target | None = None
+
+
+def app_argv() -> list[str]:
+    """What the app gets as its arguments: those given to `serve`, never gunicorn's."""
+    return json.loads(os.environ.get("AIOHTTP_PARENT_APP_ARGS") or "[]")
+
+
+def parse(spec: str) -> tuple[str, str, list[Any] | None, dict[str, Any]]:
+    """module, attribute path, call arguments (None: not called), keyword arguments."""
+    module, _, expr = spec.partition(":")
+    try:
+        node = ast.parse(expr or "app", mode="eval").body
+        if isinstance(node, ast.Call):
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+            node = node.func
+        else:
+            args, kwargs = None, {}
+        name = ast.unparse(node)
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(name)
+    except (SyntaxError, ValueError):
+        raise AppError(
+            f"APP_MODULE={spec!r} is not valid: use {FORMS}; call arguments must be literals"
+        ) from None
+    return module, name, args, kwargs
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code on: without importlib's and our frames."""
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(("<frozen", HERE))
+    ]
+    lines = traceback.format_list(frames) if frames else []
+    return "Traceback (most recent call last):\n" + "".join(lines) if lines else ""
+
+
+def report(message: str, exc: BaseException | None = None) -> bool:
+    """Print the error once per start, and leave the note that tells the
+    container to stop rather than retry. False if another worker did."""
+    note = runtime.APP_FATAL
+    try:
+        note.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    except OSError:
+        fd = None  # no run dir (a plain `python -c`): still say it
+    if exc is not None and (tb := _user_traceback(exc)):
+        sys.stderr.write(tb)
+    print(f"aiohttp-parent: error: {message}", file=sys.stderr, flush=True)
+    if fd is not None:
+        with os.fdopen(fd, "w") as f:
+            f.write(message + "\n")
+    return True
+
+
+def _describe(obj: object) -> str:
+    if isinstance(obj, tuple):
+        kinds = ", ".join(type(v).__name__ for v in obj)
+        return f"a tuple ({kinds})"
+    return "None" if obj is None else f"a {type(obj).__name__}"
+
+
+def _candidates(module: object) -> str:
+    """What the module offers that APP_MODULE could name."""
+    found = []
+    for name, value in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, web.Application):
+            found.append(f"{name} (an Application)")
+        elif (
+            inspect.iscoroutinefunction(value)
+            and value.__module__ == module.__name__  # type: ignore[attr-defined]
+            and "request" not in inspect.signature(value).parameters  # a handler
+        ):
+            found.append(f"{name} (an async function)")
+    return f"; it has {', '.join(found)}" if found else ""
+
+
+def _capture_run_app(captured: list[object]) -> Callable[..., None]:
+    def run_app(app: object, *args: object, **kwargs: object) -> None:
+        captured.append(app)
+
+    return run_app
+
+
+def _warn_run_app(module_name: str) -> None:
+    print(
+        f"aiohttp-parent: warning: {module_name} calls web.run_app() when it is imported; "
+        "the image serves the app itself (run_app's host and port are ignored: it binds PORT). "
+        'Guard that call with `if __name__ == "__main__":`',
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _from_run_app(spec: str, module_name: str, value: object) -> Target:
+    """A module that calls web.run_app(X) at import and names nothing else: serve X."""
+    if isinstance(value, web.Application):
+        return Target(spec, app=value)
+    if inspect.iscoroutine(value):
+        # web.run_app(init()): call init again in each worker, with the same arguments.
+        for candidate in value.cr_frame.f_globals.values():
+            if getattr(candidate, "__code__", None) is value.cr_code:
+                kwargs = dict(value.cr_frame.f_locals)
+                value.close()  # never started: no "was never awaited" warning
+                return Target(spec, factory=candidate, kwargs=kwargs)
+    raise AppError(
+        f"APP_MODULE={spec!r}: {module_name} calls web.run_app() at import with {_describe(value)}, "
+        f'which cannot be served; guard that call with `if __name__ == "__main__":` and name '
+        f"the app or its factory in APP_MODULE ({FORMS})"
+    )
+
+
+def load(spec: str) -> Target:
+    """Import APP_MODULE and resolve what it names, without calling any factory."""
+    module_name, name, args, kwargs = parse(spec)
+    sys.argv = [module_name, *app_argv()]  # not gunicorn's --config ...
+    captured: list[object] = []
+    real_run_app, web.run_app = web.run_app, _capture_run_app(captured)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise AppError(
+                f"APP_MODULE={spec!r} cannot be loaded: "
+                f"ModuleNotFoundError: No module named {exc.name!r}"
+            ) from None
+        raise AppError(
+            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from exc
+    except Exception as exc:  # any error in the user's module is reported the same way
+        raise AppError(
+            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        web.run_app = real_run_app
+
+    obj: object = module
+    try:
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        if captured and ":" not in spec:
+            _warn_run_app(module_name)
+            return _from_run_app(spec, module_name, captured[0])
+        raise AppError(
+            f"APP_MODULE={spec!r} cannot be loaded: AttributeError: module "
+            f"{module_name!r} has no attribute {name!r}{_candidates(module)}"
+        ) from None
+    if captured:
+        _warn_run_app(module_name)
+    return _resolve(spec, obj, args, kwargs)
+
+
+def _resolve(spec: str, obj: object, args: list[Any] | None, kwargs: dict[str, Any]) -> Target:
+    if isinstance(obj, web.Application):
+        if args is not None:
+            raise AppError(f"APP_MODULE={spec!r} calls an Application: drop the parentheses")
+        return Target(spec, app=obj)
+    is_app_class = isinstance(obj, type) and issubclass(obj, web.Application)
+    if not callable(obj) or (isinstance(obj, type) and not is_app_class):
+        raise AppError(f"APP_MODULE={spec!r} is {_describe(obj)}, not one of: {FORMS}")
+    if args is None:
+        args = _default_args(spec, obj)
+    return Target(spec, factory=obj, args=args, kwargs=kwargs)
+
+
+def _default_args(spec: str, factory: Callable[..., Any]) -> list[Any]:
+    """No arguments, or argv for a function that requires exactly one."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    required = [
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(required) == 0:
+        return []
+    if len(required) == 1:
+        return [app_argv()]  # python -m aiohttp.web's init_func(argv)
+    names = ", ".join(p.name for p in required)
+    raise AppError(
+        f"APP_MODULE={spec!r} requires {len(required)} arguments ({names}): a factory takes "
+        f"none, or one (argv); pass literals with {spec.split('(')[0]}(...)"
+    )
+
+
+async def build(target: Target) -> web.Application | web.AppRunner:
+    """The Application to serve, made in this worker's loop."""
+    if target.app is not None:
+        return target.app
+    assert target.factory is not None
+    try:
+        result = target.factory(*target.args, **target.kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as exc:
+        raise AppError(
+            f"APP_MODULE={target.spec!r} failed to start: {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(result, (web.Application, web.AppRunner)):
+        return result
+    hint = (
+        ": return the Application alone; the image chooses host and port (PORT)"
+        if isinstance(result, tuple)
+        else ": did the factory forget to return the app?"
+        if result is None
+        else ""
+    )
+    raise AppError(
+        f"APP_MODULE={target.spec!r} returned {_describe(result)}, "
+        f"not an aiohttp.web.Application{hint}"
+    )
+
+
+def preload(spec: str) -> None:
+    """In gunicorn's master: import once before forking; exit with one clear
+    message if that fails, so that no worker starts."""
+    global _preloaded
+    try:
+        _preloaded = load(spec)
+    except AppError as exc:
+        report(str(exc), exc.__cause__)
+        sys.exit(APP_LOAD_ERROR)
+
+
+async def application() -> web.Application | web.AppRunner:
+    """gunicorn's wsgi_app: the aiohttp worker awaits it in each worker."""
+    target = _preloaded or load(os.environ["APP_MODULE"].strip())
+    return await build(target)

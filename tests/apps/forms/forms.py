@@ -1,0 +1,61 @@
+"""Every form an APP_MODULE can take, right and wrong."""
+
+import asyncio
+
+from aiohttp import web
+
+VERSION = "1.0"
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.Response(text=f"{request.app['form']}\n")
+
+
+def _app(form: str) -> web.Application:
+    app = web.Application()
+    app["form"] = form
+    app.router.add_get("/", hello)
+    return app
+
+
+app = _app("an application")
+
+
+async def create_app() -> web.Application:
+    return _app("an async factory")
+
+
+def make_app() -> web.Application:
+    return _app("a sync factory")
+
+
+async def configured(name: str, loud: bool = False) -> web.Application:
+    return _app(name.upper() if loud else name)
+
+
+async def with_address() -> tuple[web.Application, str, int]:
+    return _app("a tuple"), "0.0.0.0", 8080
+
+
+def forgot_return() -> None:
+    _app("never returned")
+
+
+async def database() -> web.Application:
+    # A database that is not there yet: the connection is refused.
+    await asyncio.open_connection("127.0.0.1", 5432)
+    return _app("unreachable")
+
+
+async def on_startup_fails() -> web.Application:
+    async def connect(app: web.Application) -> None:
+        raise RuntimeError("cache server at cache:6379 is not answering")
+
+    app = _app("never started")
+    app.on_startup.append(connect)
+    return app
+
+
+async def never_ready() -> web.Application:
+    await asyncio.Event().wait()  # a service that never answers, without a timeout
+    return _app("never")
