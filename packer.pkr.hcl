@@ -156,7 +156,8 @@ locals {
   changes = concat(
     [
       # Packer starts the build container with --entrypoint=/bin/sh; this replaces it.
-      "ENTRYPOINT [\"/app/bin/entrypoint.sh\"]",
+      # Outside /app, so a checkout mounted over /app still starts.
+      "ENTRYPOINT [\"/usr/local/lib/aiohttp-parent/entrypoint\"]",
       "CMD [\"python\"]",
       "WORKDIR /app",
       "ENV VIRTUAL_ENV=/var/www/venv",

@@ -1,12 +1,18 @@
-"""The entrypoint: `python`, arbitrary commands, and replaced entrypoints."""
+"""The entrypoint: `python`, arbitrary commands, a child's own
+bin/entrypoint.sh, and a checkout mounted over /app (DEV=1)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
-from tests import docker
+from tests import docker, http
+from tests.service import served
+
+ROOT = Path(__file__).resolve().parent.parent
 
 AWKWARD = ["two words", "it's", 'say "hi"', "$HOME", "*", "", "new\nline", "--flag=a b", "ünï"]
 PRINT_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
@@ -76,3 +82,59 @@ def test_child_entrypoint_instruction_can_call_the_default(build_child, parent_i
     result = docker.run(tag, "python", "-c", "import sys; print(sys.prefix)")
     assert result.stderr.strip() == "wrapped"
     assert result.stdout.strip() == "/var/www/venv"
+
+
+def test_child_entrypoint_runs_once_and_its_marker_does_not_reach_the_app(build_child) -> None:
+    script = '#!/bin/sh\necho "child entrypoint" >&2\nexec /usr/local/lib/aiohttp-parent/entrypoint "$@"\n'
+    tag, _ = build_child({"requirements.txt": "", "bin/entrypoint.sh": script}, name="onceentry")
+    result = docker.run(tag, "env")
+    assert result.stderr.count("child entrypoint") == 1
+    assert "AIOHTTP_PARENT_ENTRYPOINT" not in result.stdout
+
+
+def test_child_entrypoint_that_never_calls_back_keeps_the_process(build_child) -> None:
+    script = '#!/bin/sh\necho "own: $*"\n'
+    tag, _ = build_child({"requirements.txt": "", "bin/entrypoint.sh": script}, name="ownonly")
+    result = docker.run(tag, "serve", "now")
+    assert (result.returncode, result.stdout) == (0, "own: serve now\n")
+
+
+def test_non_executable_child_entrypoint_is_skipped_with_a_warning(
+    build_child, parent_image: str
+) -> None:
+    dockerfile = f"FROM {parent_image}\nRUN chmod a-x /app/bin/entrypoint.sh\n"
+    files = {"requirements.txt": "", "bin/entrypoint.sh": "#!/bin/sh\necho never\n"}
+    tag, _ = build_child({**files, "Dockerfile": dockerfile}, name="noexecentry")
+    result = docker.run(tag, "python", "-c", "print('ran')")
+    assert result.stdout == "ran\n"
+    assert "/app/bin/entrypoint.sh is not executable" in result.stderr
+
+
+def test_dev_checkout_mounted_over_app_serves_and_reloads(
+    build_child, parent_image: str, tmp_path: Path
+) -> None:
+    """README, "Development": build with DEV=1, mount the checkout (no bin/) over /app."""
+    hello = ROOT / "examples/hello"
+    checkout = tmp_path / "checkout"
+    shutil.copytree(hello, checkout)
+    app = {str(p.relative_to(hello)): p.read_text() for p in hello.rglob("*") if p.is_file()}
+    app["Dockerfile"] = f"FROM {parent_image}\nENV APP_MODULE=hello.app:create_app\n"
+    tag, _ = build_child(app, build_args={"DEV": "1"}, name="devmount")
+    for path in [checkout, *checkout.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the `app` user reads the checkout
+    assert not (checkout / "bin").exists()
+    with served(tag, opts=[f"--volume={checkout}:/app"]) as svc:
+        assert http.request(svc.http, "/").text == "Hello from aiohttp-parent\n"
+        code = checkout / "hello/app.py"
+        code.write_text(code.read_text().replace("Hello from aiohttp-parent", "Reloaded"))
+
+        def reloaded() -> bool:
+            if http.answers(svc.http) and http.request(svc.http, "/").text == "Reloaded\n":
+                return True
+            # gunicorn's polling reloader takes the first mtime it sees as the
+            # baseline, up to a second after the worker imported the app: an
+            # edit made sooner goes unseen. Save again, as a developer would.
+            code.touch()
+            return False
+
+        assert docker.wait_for(reloaded, timeout=20, interval=0.5)

@@ -49,7 +49,8 @@ def test_oci_labels_are_set(config: dict, label: str) -> None:
 
 
 def test_entrypoint_cmd_and_workdir(config: dict) -> None:
-    assert config["Entrypoint"] == ["/app/bin/entrypoint.sh"]
+    # Outside /app: a checkout mounted over /app (DEV=1) must not hide it.
+    assert config["Entrypoint"] == ["/usr/local/lib/aiohttp-parent/entrypoint"]
     assert config["Cmd"] == ["python"]
     assert config["WorkingDir"] == "/app"
 
