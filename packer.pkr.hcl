@@ -138,13 +138,16 @@ locals {
   # build args and environment, the build context into /app, then the
   # onbuild script (container/files into /, bin/setup.sh, requirements,
   # setup.py or pyproject.toml, bin/cleanup.sh). Logic lives in the script.
+  # BUILD_CA_CERTIFICATES is an ARG only, never ENV: with-build-ca trusts it
+  # for the onbuild step and keeps it out of every layer.
   onbuild = [
     "ONBUILD ARG DEV=0",
     "ONBUILD ARG PYTHONASYNCIODEBUG=",
+    "ONBUILD ARG BUILD_CA_CERTIFICATES=",
     "ONBUILD ENV DEV=$DEV PYTHONASYNCIODEBUG=$PYTHONASYNCIODEBUG",
     "ONBUILD COPY . /app",
     "ONBUILD WORKDIR /app",
-    "ONBUILD RUN [\"/usr/local/lib/aiohttp-parent/onbuild\"]",
+    "ONBUILD RUN [\"/usr/local/lib/aiohttp-parent/with-build-ca\", \"/usr/local/lib/aiohttp-parent/onbuild\"]",
   ]
 
   suffix = var.onbuild ? "" : "-base"

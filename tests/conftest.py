@@ -43,6 +43,38 @@ def parent_image() -> str:
 
 
 @pytest.fixture(scope="session")
+def parent_image_without_ca() -> str:
+    """aiohttp-parent:test-noca (and -base): `make image`'s default, which keeps no
+    extra CA. Its children reach PyPI through this machine's proxy only with the
+    BUILD_CA_CERTIFICATES build arg, as a user's would. A second pair of Packer
+    runs (about 6 min), paid only by the tests that use it."""
+    if tag := os.environ.get("AIOHTTP_PARENT_IMAGE_NO_CA"):
+        return tag
+    subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "image",
+            "IMAGE_VERSION=test-noca",
+            "TAG_LATEST=false",
+            "CA_CERTIFICATES_KEEP=false",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
+    return "aiohttp-parent:test-noca"
+
+
+@pytest.fixture(scope="session")
+def proxy_ca() -> str:
+    """The PEM text of the extra CAs this host trusts (a TLS-intercepting proxy's)."""
+    pems = sorted(Path("/usr/local/share/ca-certificates").rglob("*.crt"))
+    if not pems:
+        pytest.skip("this host trusts no extra CA: no TLS-intercepting proxy to build behind")
+    return "".join(p.read_text() for p in pems)
+
+
+@pytest.fixture(scope="session")
 def parent_host(parent_image: str) -> Iterator[testinfra.host.Host]:
     """A running container of the parent image, for testinfra."""
     with docker.container(parent_image, "sleep", "infinity") as name:
@@ -64,6 +96,21 @@ def build_child(
 ) -> Iterator[ChildBuilder]:
     """Build a child image from {path: content}; a Dockerfile of just
     `FROM <parent>` is added unless the files bring their own."""
+    yield from child_builder(parent_image, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def build_child_without_ca(
+    parent_image_without_ca: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChildBuilder]:
+    """build_child on the parent that keeps no extra CA."""
+    yield from child_builder(parent_image_without_ca, tmp_path_factory)
+
+
+def child_builder(
+    parent_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChildBuilder]:
+    """The builder behind build_child: yields it, removes its images afterwards."""
     built: list[str] = []
 
     def build(

@@ -70,6 +70,35 @@ def build(
     return docker(*args, str(context), check=check)
 
 
+# BuildKit here is the daemon's own, reached by Debian's 20.10 client (the
+# client on PATH has no buildx); None when that client is missing.
+BUILDKIT_DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else None
+
+
+def buildkit_build(
+    context: Path, tag: str, secrets: dict[str, Path], dockerfile: Path | None = None
+) -> Result:
+    """`docker build` with BuildKit and `--secret id=ID,src=FILE` for each secret."""
+    assert BUILDKIT_DOCKER is not None, "BuildKit needs Debian's docker client, /usr/bin/docker"
+    args = [BUILDKIT_DOCKER, "build", "--progress=plain", "-t", tag]
+    if dockerfile is not None:
+        args += ["-f", str(dockerfile)]
+    for key, path in secrets.items():
+        args += ["--secret", f"id={key},src={path}"]
+    proc = subprocess.run(
+        [*args, str(context)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        check=False,
+    )
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    if proc.returncode != 0:
+        raise AssertionError(f"BuildKit build of {tag} failed:\n{result.output}")
+    return result
+
+
 def run(image: str, *cmd: str, opts: Sequence[str] = (), check: bool = False) -> Result:
     return docker("run", "--rm", *opts, image, *cmd, check=check, timeout=120)
 

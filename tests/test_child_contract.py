@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tarfile
+from pathlib import Path
+
 import pytest
 
 from tests import docker
@@ -175,3 +179,125 @@ def test_dev_is_in_the_environment(build_child) -> None:
 def test_example_child_builds_and_imports_its_app(example_image: str) -> None:
     code = "import asyncio, hello.app as m; print(type(asyncio.run(m.create_app())).__name__)"
     assert docker.run(example_image, "python", "-c", code).stdout.strip() == "Application"
+
+
+# --- behind a TLS-intercepting proxy: a CA for the build only ----------------------
+# These children build on a parent that keeps no extra CA (`make image`'s default).
+
+PROXY_REQS = {"requirements.txt": "six==1.16.0\n"}
+IMPORT_SIX = "import six; print(six.__version__)"
+
+
+def ca_fingerprints(pem: str) -> list[str]:
+    """One base64 line from the middle of each certificate: found only where a copy is."""
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----\n(.*?)-----END", pem, re.S)
+    return [block.split()[len(block.split()) // 2] for block in blocks]
+
+
+def test_proxied_child_fails_clearly_without_the_build_ca(build_child_without_ca, proxy_ca) -> None:
+    _, result = build_child_without_ca(PROXY_REQS, check=False, name="noca")
+    assert result.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in result.output
+    assert "'pip install -r requirements.txt' failed" in result.output
+    assert "--build-arg BUILD_CA_CERTIFICATES=" in result.output
+
+
+@pytest.fixture(scope="module")
+def proxied_child(build_child_without_ca, proxy_ca: str) -> str:
+    files = {
+        **PROXY_REQS,
+        "bin/setup.sh": "python -c 'import os; print(os.environ[\"PIP_CERT\"])' > /etc/setup-cert\n",
+    }
+    tag, _ = build_child_without_ca(
+        files, build_args={"BUILD_CA_CERTIFICATES": proxy_ca}, name="withca"
+    )
+    return tag
+
+
+def test_proxied_child_builds_with_the_build_ca_arg(proxied_child: str) -> None:
+    assert docker.run(proxied_child, "python", "-c", IMPORT_SIX).stdout.strip() == "1.16.0"
+    # bin/setup.sh ran with the temporary bundle too.
+    assert docker.run(proxied_child, "cat", "/etc/setup-cert").stdout.startswith("/tmp/")
+
+
+def test_build_ca_is_in_no_file_of_the_child(proxied_child: str, proxy_ca: str) -> None:
+    needles = ca_fingerprints(proxy_ca)
+    grep = [
+        "grep",
+        "-rlF",
+        *[f"-e{n}" for n in needles],
+        "/etc",
+        "/usr/local/share",
+        "/tmp",
+        "/app",
+        "/var/www",
+        "/root",
+    ]
+    result = docker.run(proxied_child, *grep)
+    assert (result.returncode, result.stdout) == (1, "")
+
+
+def test_build_ca_is_in_no_layer_of_the_child(
+    proxied_child: str, proxy_ca: str, tmp_path: Path
+) -> None:
+    needles = [n.encode() for n in ca_fingerprints(proxy_ca)]
+    archive = tmp_path / "child.tar"
+    docker.docker("save", "-o", str(archive), proxied_child)
+    with tarfile.open(archive) as image:
+        layers = [m for m in image.getmembers() if m.name.endswith("layer.tar")]
+        assert layers
+        for member in layers:
+            with tarfile.open(fileobj=image.extractfile(member)) as layer:
+                for entry in layer:
+                    if entry.isfile():
+                        data = layer.extractfile(entry).read()
+                        assert not any(n in data for n in needles), f"{member.name}: {entry.name}"
+
+
+def test_build_ca_arg_is_recorded_in_history_as_readme_says(
+    proxied_child: str, proxy_ca: str
+) -> None:
+    history = docker.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", proxied_child)
+    assert ca_fingerprints(proxy_ca)[0] in history.stdout
+
+
+def test_invalid_build_ca_fails_the_build_naming_the_arg(build_child) -> None:
+    _, result = build_child(
+        REQS, build_args={"BUILD_CA_CERTIFICATES": "not a certificate"}, check=False, name="badca"
+    )
+    assert result.returncode != 0
+    assert "the build arg BUILD_CA_CERTIFICATES is not valid PEM" in result.output
+
+
+@pytest.mark.skipif(docker.BUILDKIT_DOCKER is None, reason="no BuildKit client (/usr/bin/docker)")
+def test_base_child_trusts_a_build_secret_with_buildkit(
+    parent_image_without_ca: str, proxy_ca: str, tmp_path: Path
+) -> None:
+    """README, "Extra CA certificates": a -base child, the CA as a BuildKit secret."""
+    (tmp_path / "requirements.txt").write_text(PROXY_REQS["requirements.txt"])
+    (tmp_path / "proxy-ca.pem").write_text(proxy_ca)
+    (tmp_path / ".dockerignore").write_text("proxy-ca.pem\n")
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {parent_image_without_ca}-base\n"
+        "COPY requirements.txt /app/requirements.txt\n"
+        "RUN --mount=type=secret,id=build_ca_certificates \\\n"
+        "    /usr/local/lib/aiohttp-parent/with-build-ca pip install --no-input -r /app/requirements.txt\n"
+    )
+    tag = f"{docker.unique('aiohttp-parent-test/secretca')}:latest"
+    try:
+        docker.buildkit_build(tmp_path, tag, {"build_ca_certificates": tmp_path / "proxy-ca.pem"})
+        assert docker.run(tag, "python", "-c", IMPORT_SIX).stdout.strip() == "1.16.0"
+        grep = [
+            "grep",
+            "-rlF",
+            f"-e{ca_fingerprints(proxy_ca)[0]}",
+            "/etc",
+            "/usr/local/share",
+            "/tmp",
+            "/app",
+        ]
+        assert docker.run(tag, *grep).stdout == ""
+        history = docker.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag).stdout
+        assert ca_fingerprints(proxy_ca)[0] not in history
+    finally:
+        docker.docker("rmi", "-f", tag, check=False)

@@ -64,9 +64,13 @@ def test_venv_is_first_on_path(config: dict) -> None:
 def test_onbuild_triggers_follow_the_contract_order(config: dict) -> None:
     triggers = config["OnBuild"]
     kinds = [t.split()[0] for t in triggers]
-    assert kinds == ["ARG", "ARG", "ENV", "COPY", "WORKDIR", "RUN"]
+    assert kinds == ["ARG", "ARG", "ARG", "ENV", "COPY", "WORKDIR", "RUN"]
     assert triggers[0] == "ARG DEV=0"
-    assert triggers[3] == "COPY . /app"
+    # A build arg only: an ENV would keep the CA in the child's config.
+    assert triggers[2] == "ARG BUILD_CA_CERTIFICATES="
+    assert "BUILD_CA_CERTIFICATES" not in triggers[3]
+    assert triggers[4] == "COPY . /app"
+    assert "/usr/local/lib/aiohttp-parent/with-build-ca" in triggers[-1]
     assert "/usr/local/lib/aiohttp-parent/onbuild" in triggers[-1]
 
 

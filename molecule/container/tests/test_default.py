@@ -8,6 +8,7 @@ import pytest
     [
         "/usr/local/lib/aiohttp-parent/entrypoint",
         "/usr/local/lib/aiohttp-parent/onbuild",
+        "/usr/local/lib/aiohttp-parent/with-build-ca",
         "/app/bin/entrypoint.sh",
     ],
 )
