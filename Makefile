@@ -86,7 +86,7 @@ lint: tools
 	packer validate $(PACKER_VARS) .
 	ruff check .
 	ruff format --check .
-	shellcheck scripts/*.sh roles/container/files/lib/* roles/container/files/app/bin/*
+	shellcheck scripts/*.sh $$(grep -l "^#!/bin/.*sh" roles/container/files/lib/*) roles/container/files/app/bin/*
 
 pytest: base
 	pytest

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import docker
 
@@ -301,3 +303,31 @@ def test_base_child_trusts_a_build_secret_with_buildkit(
         assert ca_fingerprints(proxy_ca)[0] not in history
     finally:
         docker.docker("rmi", "-f", tag, check=False)
+
+
+# --- a child that replaces the parent's pinned stack -------------------------------
+
+PINS = yaml.safe_load(
+    (Path(__file__).resolve().parents[1] / "roles/python_venv/defaults/main.yml").read_text()
+)
+OLDER_AIOHTTP = "3.13.5"
+
+
+def test_replacing_the_pinned_aiohttp_is_reported(build_child_without_ca, proxy_ca: str) -> None:
+    pinned = PINS["python_venv_aiohttp_version"]
+    tag, result = build_child_without_ca(
+        {"requirements.txt": f"aiohttp=={OLDER_AIOHTTP}\n"},
+        build_args={"BUILD_CA_CERTIFICATES": proxy_ca},
+        name="oldaiohttp",
+    )
+    assert (
+        f"aiohttp-parent onbuild: warning: requirements.txt replaced aiohttp {pinned} "
+        f"with {OLDER_AIOHTTP} (the parent pins {pinned})"
+    ) in result.output
+    lines = docker.run(tag, "versions").stdout.splitlines()
+    assert f"aiohttp {OLDER_AIOHTTP} (the parent pins {pinned}: replaced by the child)" in lines
+    assert f"gunicorn {PINS['python_venv_gunicorn_version']}" in lines
+    # The label is the parent's and cannot follow; `versions` is what runs.
+    assert docker.inspect(tag)["Config"]["Labels"]["aiohttp-parent.aiohttp.version"] == pinned
+    code = "import aiohttp, json; print(json.dumps(aiohttp.__version__))"
+    assert json.loads(docker.run(tag, "python", "-c", code).stdout) == OLDER_AIOHTTP

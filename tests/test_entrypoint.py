@@ -1,4 +1,4 @@
-"""The entrypoint: `python`, arbitrary commands, a child's own
+"""The entrypoint: `python`, arbitrary commands, `versions`, a child's own
 bin/entrypoint.sh, and a checkout mounted over /app (DEV=1)."""
 
 from __future__ import annotations
@@ -8,11 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import docker, http
 from tests.service import served
 
 ROOT = Path(__file__).resolve().parent.parent
+PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
 
 AWKWARD = ["two words", "it's", 'say "hi"', "$HOME", "*", "", "new\nline", "--flag=a b", "ünï"]
 PRINT_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
@@ -108,6 +110,12 @@ def test_non_executable_child_entrypoint_is_skipped_with_a_warning(
     result = docker.run(tag, "python", "-c", "print('ran')")
     assert result.stdout == "ran\n"
     assert "/app/bin/entrypoint.sh is not executable" in result.stderr
+
+
+def test_versions_reports_the_pinned_stack(child: str) -> None:
+    lines = docker.run(child, "versions").stdout.splitlines()
+    for package in ("aiohttp", "gunicorn", "uvloop"):
+        assert f"{package} {PINS[f'python_venv_{package}_version']}" in lines
 
 
 def test_dev_checkout_mounted_over_app_serves_and_reloads(

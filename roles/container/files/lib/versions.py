@@ -1,0 +1,88 @@
+"""What the venv really runs, against what the parent pinned.
+
+  versions                     the pinned packages: pinned and installed version
+  versions snapshot FILE       record every installed distribution in FILE
+  versions changes FILE WHAT   report what WHAT (a build step) replaced or
+                               removed since FILE, then update FILE
+
+Run by the venv's interpreter (the entrypoint's `versions`, the onbuild
+script). The pins are the python_venv role's pins.txt in the venv.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PINS = Path(sys.prefix) / "pins.txt"
+PREFIX = "aiohttp-parent onbuild:"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed() -> dict[str, str]:
+    return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+
+
+def pins() -> dict[str, str]:
+    """name -> version for every `name==version` line of pins.txt."""
+    found: dict[str, str] = {}
+    if PINS.is_file():
+        for line in PINS.read_text().splitlines():
+            if m := re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)\s*", line):
+                found[canonical(m[1])] = m[2]
+    return found
+
+
+def report() -> int:
+    now = installed()
+    print(f"python {platform.python_version()}")
+    for name, pinned in pins().items():
+        version = now.get(name)
+        if version is None:
+            print(f"{name} not installed (the parent pins {pinned})")
+        elif version != pinned:
+            print(f"{name} {version} (the parent pins {pinned}: replaced by the child)")
+        else:
+            print(f"{name} {version}")
+    return 0
+
+
+def changes(snapshot: Path, what: str) -> int:
+    before: dict[str, str] = json.loads(snapshot.read_text())
+    now, pinned = installed(), pins()
+    for name, old in sorted(before.items()):
+        new = now.get(name)
+        if new == old:
+            continue
+        if name in pinned:
+            level, why = "warning", f" (the parent pins {pinned[name]})"
+        else:
+            level, why = "note", ""
+        change = f"removed {name} {old}" if new is None else f"replaced {name} {old} with {new}"
+        print(f"{PREFIX} {level}: {what} {change}{why}", file=sys.stderr)
+    snapshot.write_text(json.dumps(now))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    match argv:
+        case []:
+            return report()
+        case ["snapshot", path]:
+            Path(path).write_text(json.dumps(installed()))
+            return 0
+        case ["changes", path, what]:
+            return changes(Path(path), what)
+    print(__doc__, file=sys.stderr)
+    return 64
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
