@@ -112,7 +112,7 @@ ENVIRONMENTS = {
     "app-wrong-type": (
         {"APP_MODULE": "hello.app:SEEN"},
         1,
-        "APP_MODULE='hello.app:SEEN' is a AppKey, not an aiohttp.web.Application",
+        "APP_MODULE='hello.app:SEEN' is a AppKey, not one of: module:app (an aiohttp.web.Application)",
     ),
 }
 

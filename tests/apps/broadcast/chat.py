@@ -19,8 +19,13 @@ async def chat(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def index(request: web.Request) -> web.Response:
+    return web.Response(text="chat\n")
+
+
 async def create_app() -> web.Application:
     app = web.Application()
     app[CLIENTS] = weakref.WeakSet()
+    app.router.add_get("/", index)
     app.router.add_get("/chat", chat)
     return app

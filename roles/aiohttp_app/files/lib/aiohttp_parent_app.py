@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 import runtime
+from aiohttp import web
 
 FORMS = (
     "module:app (an aiohttp.web.Application), module:create_app (a function, async or not, "
@@ -57,7 +56,10 @@ class Target:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-_preloaded: Target | None = None
+# What APP_MODULE resolved to in this process: by the master (preload), or by
+# a DEV worker before gunicorn's reloader starts (so it watches the app's
+# files from the start); an error is raised when the worker builds the app.
+_target: Target | AppError | None = None
 
 
 def app_argv() -> list[str]:
@@ -283,15 +285,28 @@ async def build(target: Target) -> web.Application | web.AppRunner:
 def preload(spec: str) -> None:
     """In gunicorn's master: import once before forking; exit with one clear
     message if that fails, so that no worker starts."""
-    global _preloaded
+    global _target
     try:
-        _preloaded = load(spec)
+        _target = load(spec)
     except AppError as exc:
         report(str(exc), exc.__cause__)
         sys.exit(APP_LOAD_ERROR)
 
 
+def prepare(spec: str) -> None:
+    """In a worker, unless the master preloaded: import APP_MODULE now."""
+    global _target
+    if _target is None:
+        try:
+            _target = load(spec)
+        except AppError as exc:
+            _target = exc
+
+
 async def application() -> web.Application | web.AppRunner:
     """gunicorn's wsgi_app: the aiohttp worker awaits it in each worker."""
-    target = _preloaded or load(os.environ["APP_MODULE"].strip())
-    return await build(target)
+    prepare(os.environ["APP_MODULE"].strip())
+    if isinstance(_target, AppError):
+        raise _target
+    assert _target is not None
+    return await build(_target)

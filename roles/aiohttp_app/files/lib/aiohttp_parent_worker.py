@@ -21,12 +21,11 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
+import aiohttp_parent_app
+import runtime
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 from gunicorn.workers.base import Worker
-
-import aiohttp_parent_app
-import runtime
 
 WORKER_BOOT_ERROR = 3  # gunicorn's arbiter halts on it
 
@@ -154,6 +153,7 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
+        aiohttp_parent_app.prepare(app_module())
         middleware = forwarded_middleware(set(self.cfg.forwarded_allow_ips))
         target = self.wsgi
         if isinstance(target, web.Application):

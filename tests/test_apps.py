@@ -1,0 +1,303 @@
+"""Child apps with the habits of published aiohttp code (tests/apps/): each
+serves, or the container stops within seconds saying once what to change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests import docker, http
+from tests.service import LOCKED_DOWN, RUN_DIR, Service, processes
+
+APPS = Path(__file__).resolve().parent / "apps"
+# A failing start must end this fast: the stated deadline, generously.
+FAILS_WITHIN = 10
+
+
+def read_app(name: str) -> dict[str, str]:
+    root = APPS / name
+    return {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def app_image(build_child) -> Callable[[str], str]:
+    """The image of tests/apps/NAME, built once per module."""
+    built: dict[str, str] = {}
+
+    def image(name: str) -> str:
+        if name not in built:
+            built[name], _ = build_child(read_app(name), name=f"app-{name}")
+        return built[name]
+
+    return image
+
+
+def start(image: str, env: dict[str, str], opts: list[str] = (), args: list[str] = ()) -> str:
+    name = docker.unique("aiohttp-parent-test-app")
+    docker.docker(
+        "run", "-d", "--name", name, "-p", "127.0.0.1::80",
+        *[f"--env={k}={v}" for k, v in env.items()], *opts, image, "serve", *args,
+    )  # fmt: skip
+    return name
+
+
+def serve_from_start(image: str, env: dict[str, str], **kw: Any) -> tuple[Service, list[int], str]:
+    """Start serving and poll / from the first moment: (service, every status
+    seen until the first 200, the start-up log)."""
+    name = start(image, env, **kw)
+    service = Service(name)
+    port = service.http
+    statuses: list[int] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and docker.state(name)["Running"]:
+        with contextlib.suppress(OSError):  # nothing listens yet: nginx waits for the app
+            statuses.append(http.request(port, "/", timeout=5).status)
+        if statuses and statuses[-1] == 200:
+            break
+        time.sleep(0.05)
+    return service, statuses, docker.logs(name)
+
+
+def assert_clean_start(statuses: list[int], logs: str) -> None:
+    assert statuses, logs
+    assert statuses[-1] == 200, logs
+    assert not {502, 504} & set(statuses), statuses
+    noisy = [
+        line
+        for line in logs.splitlines()
+        if re.search(r"\b(CRIT|ERROR|error|Traceback|Bad file descriptor)\b", line)
+    ]
+    assert not noisy, logs
+
+
+def fail(image: str, env: dict[str, str], **kw: Any) -> tuple[int | None, float, str]:
+    """Start a container that must stop: (exit status, seconds, log)."""
+    began = time.monotonic()
+    name = start(image, env, **kw)
+    try:
+        code = docker.wait_exit(name, timeout=60)
+        return code, time.monotonic() - began, docker.logs(name)
+    finally:
+        docker.docker("rm", "-f", "-v", name, check=False)
+
+
+@pytest.fixture
+def cleanup():
+    names: list[str] = []
+    yield names
+    for name in names:
+        docker.docker("rm", "-f", "-v", name, check=False)
+
+
+def served_text(app_image, app: str, env: dict[str, str], cleanup, **kw: Any) -> tuple[str, str]:
+    svc, statuses, logs = serve_from_start(app_image(app), env, **kw)
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+    return http.request(svc.http, "/").text, logs
+
+
+# --- forms that serve ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "text"),
+    [
+        ("forms:app", "an application"),
+        ("forms", "an application"),
+        ("forms:create_app", "an async factory"),
+        ("forms:make_app", "a sync factory"),
+        ("forms:create_app()", "an async factory"),
+        ('forms:configured("called", loud=True)', "CALLED"),
+    ],
+    ids=["application", "module-only", "async-factory", "sync-factory", "call", "call-args"],
+)
+def test_factory_forms_serve(app_image, cleanup, module: str, text: str) -> None:
+    body, logs = served_text(app_image, "forms", {"APP_MODULE": module}, cleanup)
+    assert body == f"{text}\n"
+    assert logs.count("aiohttp-parent: serving") == 1
+
+
+def test_serving_is_said_only_once_the_app_answers(app_image, cleanup) -> None:
+    _, logs = served_text(app_image, "forms", {"APP_MODULE": "forms:create_app"}, cleanup)
+    assert "aiohttp-parent: starting forms:create_app" in logs
+    assert logs.index("Booting worker") < logs.index("aiohttp-parent: serving forms:create_app")
+
+
+@pytest.mark.parametrize(
+    ("module", "text"),
+    [("server", "Hello from run_app"), ("server_coro", "Hello from a coroutine")],
+    ids=["application", "coroutine"],
+)
+def test_run_app_at_import_serves_with_a_warning(app_image, cleanup, module, text) -> None:
+    svc, statuses, logs = serve_from_start(app_image("runapp"), {"APP_MODULE": module})
+    cleanup.append(svc.name)
+    assert statuses[-1] == 200, logs
+    assert http.request(svc.http, "/").text == f"{text}\n"
+    assert logs.count(f"warning: {module} calls web.run_app() when it is imported") == 1
+    assert 'Guard that call with `if __name__ == "__main__":`' in logs
+
+
+def test_app_parsing_argv_sees_its_own_arguments_only(app_image, cleanup) -> None:
+    # polls.py runs argparse at import: gunicorn's --config would make it exit.
+    body, _ = served_text(app_image, "argv", {"APP_MODULE": "polls:init_func"}, cleanup)
+    assert body == "hello\n"
+
+
+def test_serve_arguments_are_the_apps_argv(app_image, cleanup) -> None:
+    body, _ = served_text(
+        app_image, "argv", {"APP_MODULE": "polls:init_func"}, cleanup, args=["--greeting", "hi"]
+    )
+    assert body == "hi\n"
+
+
+# --- forms and apps that cannot serve ----------------------------------------------------
+
+FAILURES = {
+    "tuple": (
+        "forms:with_address",
+        "returned a tuple (Application, str, int), not an aiohttp.web.Application: "
+        "return the Application alone",
+    ),
+    "none": ("forms:forgot_return", "returned None, not an aiohttp.web.Application"),
+    "constant": ("forms:VERSION", "APP_MODULE='forms:VERSION' is a str, not one of"),
+    "missing-attribute": (
+        "forms:create_ap",
+        "AttributeError: module 'forms' has no attribute 'create_ap'; it has app (an "
+        "Application), create_app (an async function)",
+    ),
+    "module-typo": ("froms:app", "ModuleNotFoundError: No module named 'froms'"),
+    "database-refused": (
+        "forms:database",
+        "APP_MODULE='forms:database' failed to start: ConnectionRefusedError",
+    ),
+    "on-startup-raises": (
+        "forms:on_startup_fails",
+        "failed to start: RuntimeError: cache server at cache:6379 is not answering",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES, ids=list(FAILURES))
+def test_app_that_cannot_start_stops_the_container_saying_why_once(app_image, case) -> None:
+    module, message = FAILURES[case]
+    code, elapsed, logs = fail(app_image("forms"), {"APP_MODULE": module})
+    assert code == 1, logs
+    assert elapsed < FAILS_WITHIN, logs
+    assert logs.count(message) == 1, logs
+    assert "aiohttp-parent: serving" not in logs
+    assert "stopped because program 'gunicorn' gave up" in logs
+
+
+def test_app_that_never_becomes_ready_stops_at_the_start_deadline(app_image) -> None:
+    env = {"APP_MODULE": "forms:never_ready", "APP_START_TIMEOUT": "3"}
+    code, elapsed, logs = fail(app_image("forms"), env)
+    assert code == 1, logs
+    assert 3 <= elapsed < 3 + FAILS_WITHIN, logs
+    assert "did not start within 3 s (APP_START_TIMEOUT)" in logs
+    assert "no gunicorn worker has finished starting it" in logs
+
+
+def test_module_that_never_finishes_importing_stops_at_the_start_deadline(app_image) -> None:
+    code, elapsed, logs = fail(
+        app_image("forms"), {"APP_MODULE": "blocks", "APP_START_TIMEOUT": "3"}
+    )
+    assert code == 1, logs
+    assert elapsed < 3 + FAILS_WITHIN, logs
+    assert "gunicorn is still importing it" in logs
+
+
+def test_dev_mode_reports_a_worker_load_error_once(build_child) -> None:
+    tag, _ = build_child(read_app("forms"), build_args={"DEV": "1"}, name="app-forms-dev")
+    code, elapsed, logs = fail(tag, {"APP_MODULE": "forms:create_ap"})
+    assert code == 1, logs
+    assert elapsed < FAILS_WITHIN, logs
+    assert logs.count("has no attribute 'create_ap'") == 1, logs
+
+
+# --- static files, state, old habits -------------------------------------------------------
+
+
+def test_app_serves_its_own_static_route_where_nginx_has_no_file(app_image, cleanup) -> None:
+    env = {"APP_MODULE": "shop.app:create_app"}
+    svc, statuses, logs = serve_from_start(app_image("ownstatic"), env)
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+    from_app = http.request(svc.http, "/static/style.css")
+    assert from_app.text == "body { color: teal; }\n"
+    assert "cache-control" not in from_app.headers  # the app's answer, not nginx's
+    from_disk = http.request(svc.http, "/static/disk.txt")
+    assert from_disk.text == "from disk\n"
+    assert from_disk.headers["cache-control"] == "max-age=3600"
+    assert http.request(svc.http, "/static/missing.css").status == 404
+
+
+def test_websocket_broadcast_reaches_every_client_with_one_worker(app_image, cleanup) -> None:
+    # Clients kept in a worker's memory: README, "Per-worker state".
+    env = {"APP_MODULE": "chat:create_app", "WEB_CONCURRENCY": "1"}
+    svc, statuses, logs = serve_from_start(app_image("broadcast"), env)
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+
+    async def broadcast() -> list[str]:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{svc.http}/chat"
+            clients = [await session.ws_connect(url) for _ in range(5)]
+            await clients[0].send_str("to all")
+            got = [(await c.receive(timeout=5)).data for c in clients]
+            for c in clients:
+                await c.close()
+            return got
+
+    assert asyncio.run(broadcast()) == ["to all"] * 5
+
+
+def test_seed_style_child_serves_unchanged_with_one_warning(app_image, cleanup) -> None:
+    # Its entrypoint runs `supervisord -n`, its own program runs gunicorn.
+    name = start(app_image("seed"), {})
+    cleanup.append(name)
+    svc = Service(name)
+    assert docker.wait_for(lambda: http.answers(svc.http), timeout=30), docker.logs(name)
+    assert http.request(svc.http, "/").text == "Hello from a seed-style child\n"
+    assert http.request(svc.http, "/static/seed.txt").text == "seed static\n"
+    logs = docker.logs(name)
+    assert logs.count("warning: seed-style child") == 1
+    assert 'Recommended: README.rst, "Migrating a seed-style child"' in logs
+    masters = [p for p in processes(name) if p["ppid"] == 1 and "gunicorn" in p["cmd"]]
+    assert len(masters) == 1
+    assert "127.0.0.1:8000" in masters[0]["cmd"]  # theirs, not ours
+
+
+# --- locked down and read-only ---------------------------------------------------------------
+
+
+def test_locked_down_start_is_clean(app_image, cleanup) -> None:
+    body, _ = served_text(
+        app_image, "forms", {"APP_MODULE": "forms:create_app"}, cleanup, opts=LOCKED_DOWN
+    )
+    assert body == "an async factory\n"
+
+
+def test_child_images_keep_the_run_dir_any_user_can_fill(app_image) -> None:
+    # The build's nginx -t check writes there; it must leave the image's dir as it was.
+    out = docker.run(app_image("forms"), "stat", "-c", "%a %U %h", RUN_DIR, check=True).stdout
+    assert out.split()[:2] == ["1777", "root"]
+    assert docker.run(app_image("forms"), "ls", "-A", RUN_DIR + "/nginx", check=True).stdout == ""
+
+
+def test_read_only_without_a_writable_tmp_names_the_tmpfs(app_image) -> None:
+    code, elapsed, logs = fail(
+        app_image("forms"), {"APP_MODULE": "forms:app"}, opts=["--read-only"]
+    )
+    assert code == 78, logs
+    assert elapsed < FAILS_WITHIN, logs
+    assert "Read-only file system: with --read-only, give the container a writable /tmp" in logs
+    assert "--tmpfs /tmp" in logs
+    assert "Traceback" not in logs
