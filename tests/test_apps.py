@@ -259,9 +259,20 @@ def test_websocket_broadcast_reaches_every_client_with_one_worker(app_image, cle
     assert asyncio.run(broadcast()) == ["to all"] * 5
 
 
-def test_seed_style_child_serves_unchanged_with_one_warning(app_image, cleanup) -> None:
-    # Its entrypoint runs `supervisord -n`, its own program runs gunicorn.
-    name = start(app_image("seed"), {})
+@pytest.mark.parametrize(
+    "entrypoint", ["own", "parent's"], ids=["own-entrypoint", "parent-entrypoint"]
+)
+def test_seed_style_child_serves_unchanged_with_one_warning(
+    app_image, build_child, cleanup, entrypoint: str
+) -> None:
+    # Its own program runs gunicorn; its entrypoint runs `supervisord -n`, or
+    # it uses the parent's `serve` with APP_MODULE set as well.
+    if entrypoint == "own":
+        name = start(app_image("seed"), {})
+    else:
+        files = {k: v for k, v in read_app("seed").items() if not k.startswith("bin/")}
+        tag, _ = build_child(files, name="app-seed-serve")
+        name = start(tag, {"APP_MODULE": "app:app"})
     cleanup.append(name)
     svc = Service(name)
     assert docker.wait_for(lambda: http.answers(svc.http), timeout=30), docker.logs(name)
