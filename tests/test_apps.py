@@ -52,7 +52,10 @@ def start(image: str, env: dict[str, str], opts: list[str] = (), args: list[str]
 def serve_from_start(image: str, env: dict[str, str], **kw: Any) -> tuple[Service, list[int], str]:
     """Start serving and poll / from the first moment: (service, every status
     seen until the first 200, the start-up log)."""
-    name = start(image, env, **kw)
+    return poll_until_served(start(image, env, **kw))
+
+
+def poll_until_served(name: str) -> tuple[Service, list[int], str]:
     service = Service(name)
     port = service.http
     statuses: list[int] = []
@@ -274,8 +277,8 @@ def test_seed_style_child_serves_unchanged_with_one_warning(
         tag, _ = build_child(files, name="app-seed-serve")
         name = start(tag, {"APP_MODULE": "app:app"})
     cleanup.append(name)
-    svc = Service(name)
-    assert docker.wait_for(lambda: http.answers(svc.http), timeout=30), docker.logs(name)
+    svc, statuses, logs = poll_until_served(name)
+    assert_clean_start(statuses, logs)  # nginx waited for their gunicorn's --bind
     assert http.request(svc.http, "/").text == "Hello from a seed-style child\n"
     assert http.request(svc.http, "/static/seed.txt").text == "seed static\n"
     logs = docker.logs(name)

@@ -17,10 +17,13 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,6 +182,23 @@ def child_programs(conf_d: Path = SUPERVISOR_CONF_D) -> dict[str, str]:
     return programs
 
 
+def gunicorn_binds(command: str) -> list[str]:
+    """The addresses a gunicorn command line binds (-b/--bind), to wait for."""
+    try:
+        args = shlex.split(command)
+    except ValueError:
+        return []
+    binds = []
+    for i, arg in enumerate(args):
+        if arg in ("-b", "--bind") and i + 1 < len(args):
+            binds.append(args[i + 1])
+        elif arg.startswith("--bind="):
+            binds.append(arg.removeprefix("--bind="))
+        elif arg.startswith("-b") and len(arg) > 2:
+            binds.append(arg[2:])
+    return binds
+
+
 def own_app_programs(app_module: str, programs: Mapping[str, str]) -> list[str]:
     """The child's programs that serve its app themselves (a seed-style child):
     any that runs gunicorn, or all of them when APP_MODULE names no app."""
@@ -192,6 +212,7 @@ class Settings:
     # supervisord programs serve the app (child_app_programs).
     gunicorn: bool
     child_app_programs: tuple[str, ...]
+    child_app_binds: tuple[str, ...]
     dev: bool
     nginx: bool
     port: int
@@ -247,7 +268,8 @@ class Settings:
         dev = _bool(env, "DEV", False)
 
         app_module = env.get("APP_MODULE", "").strip()
-        own = tuple(own_app_programs(app_module, child_programs())) if require_app else ()
+        programs = child_programs() if require_app else {}
+        own = tuple(own_app_programs(app_module, programs))
         if require_app and not app_module and not own:
             raise ConfigError(
                 "APP_MODULE is not set: name your aiohttp application as module:attribute, "
@@ -277,6 +299,7 @@ class Settings:
             app_module=app_module,
             gunicorn=not own,
             child_app_programs=own,
+            child_app_binds=tuple(b for name in own for b in gunicorn_binds(programs[name])),
             dev=dev,
             nginx=nginx,
             port=_int(env, "PORT", 80, 1, 65535),
@@ -592,13 +615,54 @@ def check_nginx_at_build() -> int:
 
 def supervisor_env(s: Settings) -> dict[str, str]:
     """Values supervisord's program sections read as %(ENV_...)s, and what
-    nginx's launcher waits for before it starts (nothing: start at once)."""
+    nginx's launcher waits for before it starts (wait_for_app)."""
     return {
         "AIOHTTP_PARENT_GUNICORN": "true" if s.gunicorn else "false",
         "AIOHTTP_PARENT_NGINX": "true" if s.nginx else "false",
         "AIOHTTP_PARENT_STOPWAITSECS": str(s.stop_wait_seconds),
         "AIOHTTP_PARENT_APP_READY": str(APP_READY) if s.gunicorn else "",
+        "AIOHTTP_PARENT_APP_BINDS": " ".join(s.child_app_binds),
     }
+
+
+def _accepts(bind: str) -> bool:
+    """Whether a gunicorn bind address (unix:PATH, HOST:PORT) takes connections."""
+    try:
+        if bind.startswith("unix:"):
+            family, address = socket.AF_UNIX, bind.removeprefix("unix:")
+        else:
+            host, _, port = bind.rpartition(":")
+            host = host.strip("[]") or "127.0.0.1"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            address = ("127.0.0.1" if host == "0.0.0.0" else host, int(port))
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(address)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def wait_for_app(env: Mapping[str, str]) -> None:
+    """Before nginx starts: until the app answers, its clients get refused
+    connections rather than 502s. The parent's gunicorn leaves a note
+    (APP_READY); a seed-style child's own gunicorn is reached at its binds.
+    serve stops the container if the parent's app never serves; a child's
+    own app gets nginx anyway after APP_START_TIMEOUT."""
+    ready = env.get("AIOHTTP_PARENT_APP_READY", "")
+    binds = env.get("AIOHTTP_PARENT_APP_BINDS", "").split()
+    timeout = int(env.get("APP_START_TIMEOUT") or APP_START_TIMEOUT_DEFAULT)
+    deadline = time.monotonic() + timeout
+    while not (not ready or Path(ready).exists()) or not all(map(_accepts, binds)):
+        if time.monotonic() > deadline:
+            print(
+                f"aiohttp-parent: warning: nothing answers at {' '.join(binds) or ready} "
+                f"after {timeout} s (APP_START_TIMEOUT); starting nginx anyway",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        time.sleep(0.1)
 
 
 def main(argv: list[str]) -> int:
@@ -607,11 +671,17 @@ def main(argv: list[str]) -> int:
     `runtime.py supervisor-env`  validate, write RUN_DIR/supervisor.env for supervisord's unit
     `runtime.py check`           validate only (Ansible runs it on the controller first)
     `runtime.py check-nginx`     at image build time: nginx -t on the defaults, leaving no state
+    In a container, nginx's launcher runs:
+    `runtime.py wait-for-app`    return once the app answers (supervisor_env says where)
     """
+    commands = ("configure", "supervisor-env", "check", "check-nginx", "wait-for-app")
     command = argv[1] if len(argv) == 2 else ""
-    if command not in ("configure", "supervisor-env", "check", "check-nginx"):
-        print("usage: runtime.py configure|supervisor-env|check|check-nginx", file=sys.stderr)
+    if command not in commands:
+        print(f"usage: runtime.py {'|'.join(commands)}", file=sys.stderr)
         return 64
+    if command == "wait-for-app":
+        wait_for_app(os.environ)
+        return 0
     try:
         if command == "check":
             Settings.from_env(cpus=1, check_tls=False)
