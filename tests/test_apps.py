@@ -177,6 +177,10 @@ FAILURES = {
         "Application), create_app (an async function)",
     ),
     "module-typo": ("froms:app", "ModuleNotFoundError: No module named 'froms'"),
+    "file-not-module": (
+        "forms.py:app",
+        "No module named 'forms.py' (a module, not a file: forms:app)",
+    ),
     "database-refused": (
         "forms:database",
         "APP_MODULE='forms:database' failed to start: ConnectionRefusedError",

@@ -191,9 +191,11 @@ def load(spec: str) -> Target:
             raise AppError(
                 f"APP_MODULE={spec!r} cannot be loaded: "
                 f"ModuleNotFoundError: No module named {exc.name!r}"
+                + runtime.module_hint(spec)
             ) from None
         raise AppError(
-            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}"
+            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc} "
+            f"(is the package that provides it in requirements.txt?)"
         ) from exc
     except Exception as exc:  # any error in the user's module is reported the same way
         raise AppError(

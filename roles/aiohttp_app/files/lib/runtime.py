@@ -106,6 +106,15 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
 # --- parsing helpers ----------------------------------------------------------
 
 
+def module_hint(app_module: str) -> str:
+    """For a file path where a module name belongs: the module it means."""
+    module, _, attribute = app_module.partition(":")
+    if "/" not in module and not module.endswith(".py"):
+        return ""
+    dotted = module.removesuffix(".py").strip("/").replace("/", ".")
+    return f" (a module, not a file: {dotted}{':' + attribute if attribute else ''})"
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
     raw = env.get(name, "").strip()
     if raw == "":
@@ -279,6 +288,7 @@ class Settings:
         if app_module and not re.fullmatch(r"[\w.]+(:[\w.]+(\(.*\))?)?", app_module):
             raise ConfigError(
                 f"APP_MODULE={app_module!r} is not valid: use module:attribute, e.g. myapp.main:app"
+                + module_hint(app_module)
             )
 
         api_only = _bool(env, "API_ONLY", False)
