@@ -20,26 +20,32 @@ ROOT = Path(__file__).resolve().parent.parent
 ChildBuilder = Callable[..., tuple[str, docker.Result]]
 
 
-@pytest.fixture(scope="session")
-def parent_image() -> str:
-    """aiohttp-parent:test, built with this host's CA bundle kept (children pip
-    install through this machine's TLS-intercepting proxy)."""
-    if tag := os.environ.get("AIOHTTP_PARENT_IMAGE"):
+def make_parent(version: str, keep_ca: bool, override: str) -> str:
+    """aiohttp-parent:VERSION (and -base) from `make image`, which skips the
+    build while the images are up to date with their inputs; $OVERRIDE names
+    an existing image to use instead."""
+    if tag := os.environ.get(override):
         return tag
-    # make skips the build when the image is up to date with its inputs.
     subprocess.run(
         [
             "make",
             "--no-print-directory",
             "image",
-            "IMAGE_VERSION=test",
+            f"IMAGE_VERSION={version}",
             "TAG_LATEST=false",
-            "CA_CERTIFICATES_KEEP=true",
+            f"CA_CERTIFICATES_KEEP={str(keep_ca).lower()}",
         ],
         cwd=ROOT,
         check=True,
     )
-    return "aiohttp-parent:test"
+    return f"aiohttp-parent:{version}"
+
+
+@pytest.fixture(scope="session")
+def parent_image() -> str:
+    """aiohttp-parent:test, built with this host's CA bundle kept (children pip
+    install through this machine's TLS-intercepting proxy)."""
+    return make_parent("test", keep_ca=True, override="AIOHTTP_PARENT_IMAGE")
 
 
 @pytest.fixture(scope="session")
@@ -48,21 +54,7 @@ def parent_image_without_ca() -> str:
     extra CA. Its children reach PyPI through this machine's proxy only with the
     BUILD_CA_CERTIFICATES build arg, as a user's would. A second pair of Packer
     runs (about 6 min), paid only by the tests that use it."""
-    if tag := os.environ.get("AIOHTTP_PARENT_IMAGE_NO_CA"):
-        return tag
-    subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "image",
-            "IMAGE_VERSION=test-noca",
-            "TAG_LATEST=false",
-            "CA_CERTIFICATES_KEEP=false",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
-    return "aiohttp-parent:test-noca"
+    return make_parent("test-noca", keep_ca=False, override="AIOHTTP_PARENT_IMAGE_NO_CA")
 
 
 @pytest.fixture(scope="session")

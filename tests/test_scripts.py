@@ -20,7 +20,9 @@ def render(template: Path, service_manage: bool) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["comment"] = lambda text: f"# {text}"
     env.filters["bool"] = bool
-    context = yaml.safe_load((ROOT / "roles/aiohttp_app/defaults/main.yml").read_text())
+    role = ROOT / "roles/aiohttp_app"
+    context = yaml.safe_load((role / "defaults/main.yml").read_text())
+    context |= yaml.safe_load((role / "vars/main.yml").read_text())  # constants: paths
     context |= {"ansible_managed": "Ansible managed", "aiohttp_app_service_manage": service_manage}
     return env.from_string(template.read_text()).render(context)
 
