@@ -190,8 +190,7 @@ def load(spec: str) -> Target:
         if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise AppError(
                 f"APP_MODULE={spec!r} cannot be loaded: "
-                f"ModuleNotFoundError: No module named {exc.name!r}"
-                + runtime.module_hint(spec)
+                f"ModuleNotFoundError: No module named {exc.name!r}" + runtime.module_hint(spec)
             ) from None
         raise AppError(
             f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc} "
