@@ -119,8 +119,17 @@ def served_text(app_image, app: str, env: dict[str, str], cleanup, **kw: Any) ->
         ("forms:make_app", "a sync factory"),
         ("forms:create_app()", "an async factory"),
         ('forms:configured("called", loud=True)', "CALLED"),
+        ("forms:legacy", "a factory taking the loop"),
     ],
-    ids=["application", "module-only", "async-factory", "sync-factory", "call", "call-args"],
+    ids=[
+        "application",
+        "module-only",
+        "async-factory",
+        "sync-factory",
+        "call",
+        "call-args",
+        "loop-argument",
+    ],
 )
 def test_factory_forms_serve(app_image, cleanup, module: str, text: str) -> None:
     body, logs = served_text(app_image, "forms", {"APP_MODULE": module}, cleanup)
@@ -144,8 +153,14 @@ def test_run_app_at_import_serves_with_a_warning(app_image, cleanup, module, tex
     cleanup.append(svc.name)
     assert statuses[-1] == 200, logs
     assert http.request(svc.http, "/").text == f"{text}\n"
-    assert logs.count(f"warning: {module} calls web.run_app() when it is imported") == 1
+    assert logs.count(f"warning: {module}, when it is imported, calls web.run_app()") == 1
     assert 'Guard that call with `if __name__ == "__main__":`' in logs
+
+
+def test_main_that_runs_the_app_serves_with_a_warning(app_image, cleanup) -> None:
+    body, logs = served_text(app_image, "forms", {"APP_MODULE": "forms:main"}, cleanup)
+    assert body == "a main that runs the app\n"
+    assert logs.count("warning: forms:main calls web.run_app()") == 1  # once, not per worker
 
 
 def test_app_parsing_argv_sees_its_own_arguments_only(app_image, cleanup) -> None:

@@ -59,3 +59,14 @@ async def on_startup_fails() -> web.Application:
 async def never_ready() -> web.Application:
     await asyncio.Event().wait()  # a service that never answers, without a timeout
     return _app("never")
+
+
+def main() -> None:
+    # The habit of `python -m forms`: build the app, then run it.
+    web.run_app(_app("a main that runs the app"), port=8080)
+
+
+async def legacy(loop: asyncio.AbstractEventLoop) -> web.Application:
+    # aiohttp 2 factories took the loop (the original parent's era).
+    assert loop is asyncio.get_running_loop()
+    return _app("a factory taking the loop")

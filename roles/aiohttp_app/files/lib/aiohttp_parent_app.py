@@ -21,13 +21,15 @@ container's fatal listener stops the container instead of retrying.
 from __future__ import annotations
 
 import ast
+import asyncio
+import contextlib
 import importlib
 import inspect
 import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,20 +145,46 @@ def _candidates(module: object) -> str:
     return f"; it has {', '.join(found)}" if found else ""
 
 
-def _capture_run_app(captured: list[object]) -> Callable[..., None]:
-    def run_app(app: object, *args: object, **kwargs: object) -> None:
-        captured.append(app)
-
-    return run_app
+_run_app_calls: list[object] = []
+# A factory that takes the old `loop` argument (aiohttp 2) gets the running loop.
+_LOOP = object()
 
 
-def _warn_run_app(module_name: str) -> None:
-    print(
-        f"aiohttp-parent: warning: {module_name} calls web.run_app() when it is imported; "
-        "the image serves the app itself (run_app's host and port are ignored: it binds PORT). "
-        'Guard that call with `if __name__ == "__main__":`',
-        file=sys.stderr,
-        flush=True,
+def _run_app(app: object, *args: object, **kwargs: object) -> None:
+    """Stands in for web.run_app while APP_MODULE is imported or its factory
+    runs: the image serves the app itself (a module that bound it with
+    `from aiohttp.web import run_app` keeps this one)."""
+    _run_app_calls.append(app)
+
+
+@contextlib.contextmanager
+def _capturing_run_app() -> Iterator[list[object]]:
+    _run_app_calls.clear()
+    real, web.run_app = web.run_app, _run_app
+    try:
+        yield _run_app_calls
+    finally:
+        web.run_app = real
+
+
+def warn_once(key: str, message: str) -> None:
+    """A warning every worker would give, given by the first."""
+    try:
+        os.close(os.open(runtime.APP_STATE / f"warned-{key}", os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return
+    except OSError:
+        pass
+    print(f"aiohttp-parent: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _warn_run_app(where: str) -> None:
+    warn_once(
+        "run-app",
+        f"{where} calls web.run_app(); the image serves the app it passes itself "
+        "(run_app's host and port are ignored: it binds PORT). "
+        'Guard that call with `if __name__ == "__main__":` and name the app or the '
+        "function that returns it",
     )
 
 
@@ -182,10 +210,10 @@ def load(spec: str) -> Target:
     """Import APP_MODULE and resolve what it names, without calling any factory."""
     module_name, name, args, kwargs = parse(spec)
     sys.argv = [module_name, *app_argv()]  # not gunicorn's --config ...
-    captured: list[object] = []
-    real_run_app, web.run_app = web.run_app, _capture_run_app(captured)
     try:
-        module = importlib.import_module(module_name)
+        with _capturing_run_app() as calls:
+            module = importlib.import_module(module_name)
+            captured = list(calls)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise AppError(
@@ -200,8 +228,6 @@ def load(spec: str) -> Target:
         raise AppError(
             f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}"
         ) from exc
-    finally:
-        web.run_app = real_run_app
 
     obj: object = module
     try:
@@ -209,14 +235,14 @@ def load(spec: str) -> Target:
             obj = getattr(obj, part)
     except AttributeError:
         if captured and ":" not in spec:
-            _warn_run_app(module_name)
+            _warn_run_app(f"{module_name}, when it is imported,")
             return _from_run_app(spec, module_name, captured[0])
         raise AppError(
             f"APP_MODULE={spec!r} cannot be loaded: AttributeError: module "
             f"{module_name!r} has no attribute {name!r}{_candidates(module)}"
         ) from None
     if captured:
-        _warn_run_app(module_name)
+        _warn_run_app(f"{module_name}, when it is imported,")
     return _resolve(spec, obj, args, kwargs)
 
 
@@ -246,6 +272,8 @@ def _default_args(spec: str, factory: Callable[..., Any]) -> list[Any]:
     ]
     if len(required) == 0:
         return []
+    if len(required) == 1 and required[0].name == "loop":
+        return [_LOOP]
     if len(required) == 1:
         return [app_argv()]  # python -m aiohttp.web's init_func(argv)
     names = ", ".join(p.name for p in required)
@@ -260,10 +288,19 @@ async def build(target: Target) -> web.Application | web.AppRunner:
     if target.app is not None:
         return target.app
     assert target.factory is not None
+    loop = asyncio.get_running_loop()
+    args = [loop if a is _LOOP else a for a in target.args]
     try:
-        result = target.factory(*target.args, **target.kwargs)
-        if inspect.isawaitable(result):
-            result = await result
+        with _capturing_run_app() as calls:
+            result = target.factory(*args, **target.kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            handed = list(calls)
+        if result is None and handed:  # a main() that ends in web.run_app(app)
+            _warn_run_app(target.spec)
+            result = handed[0]
+            if inspect.isawaitable(result):
+                result = await result
     except Exception as exc:
         raise AppError(
             f"APP_MODULE={target.spec!r} failed to start: {type(exc).__name__}: {exc}"

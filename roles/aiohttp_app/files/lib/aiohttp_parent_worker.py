@@ -124,7 +124,8 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
                 return self._boot_failed(
                     f"APP_MODULE={app_module()!r} did not start within {start_timeout():g} s "
                     "(APP_START_TIMEOUT): its factory or on_startup handlers are still "
-                    "waiting (for a database or service that does not answer?)"
+                    "waiting (for a database or service that does not answer? or does it "
+                    "run a server of its own? name the function that returns the app)"
                 )
             # Starting may await longer than gunicorn's timeout, which is
             # about a blocked loop: keep the arbiter's heartbeat going.
