@@ -196,6 +196,10 @@ FAILURES = {
         "forms.py:app",
         "No module named 'forms.py' (a module, not a file: forms:app)",
     ),
+    "unknown-argument": (
+        "forms:configured",
+        "APP_MODULE='forms:configured' requires 1 argument(s) (name)",
+    ),
     "database-refused": (
         "forms:database",
         "APP_MODULE='forms:database' failed to start: ConnectionRefusedError",
@@ -281,20 +285,30 @@ def test_websocket_broadcast_reaches_every_client_with_one_worker(app_image, cle
     assert asyncio.run(broadcast()) == ["to all"] * 5
 
 
+PROGRAM_CONF = "container/files/etc/supervisor/conf.d/app.conf"
+
+
 @pytest.mark.parametrize(
-    "entrypoint", ["own", "parent's"], ids=["own-entrypoint", "parent-entrypoint"]
+    "variant",
+    ["own-entrypoint", "parent-entrypoint", "program-named-gunicorn"],
 )
 def test_seed_style_child_serves_unchanged_with_one_warning(
-    app_image, build_child, cleanup, entrypoint: str
+    app_image, build_child, cleanup, variant: str
 ) -> None:
     # Its own program runs gunicorn; its entrypoint runs `supervisord -n`, or
-    # it uses the parent's `serve` with APP_MODULE set as well.
-    if entrypoint == "own":
+    # it uses the parent's `serve` with APP_MODULE set as well, or its program
+    # has the parent's program's name (supervisord merges the two sections).
+    files = read_app("seed")
+    if variant == "own-entrypoint":
         name = start(app_image("seed"), {})
-    else:
-        files = {k: v for k, v in read_app("seed").items() if not k.startswith("bin/")}
+    elif variant == "parent-entrypoint":
+        files = {k: v for k, v in files.items() if not k.startswith("bin/")}
         tag, _ = build_child(files, name="app-seed-serve")
         name = start(tag, {"APP_MODULE": "app:app"})
+    else:
+        files[PROGRAM_CONF] = files[PROGRAM_CONF].replace("[program:app]", "[program:gunicorn]")
+        tag, _ = build_child(files, name="app-seed-named")
+        name = start(tag, {})
     cleanup.append(name)
     svc, statuses, logs = poll_until_served(name)
     assert_clean_start(statuses, logs)  # nginx waited for their gunicorn's --bind
@@ -309,6 +323,29 @@ def test_seed_style_child_serves_unchanged_with_one_warning(
 
 
 # --- locked down and read-only ---------------------------------------------------------------
+
+
+def test_forgotten_app_module_is_named_even_with_a_worker_program(build_child) -> None:
+    # A background worker program is not an app of its own.
+    worker = "[program:worker]\ncommand=/var/www/venv/bin/python -c 'import time; time.sleep(600)'\nuser=app\n"
+    files = {**read_app("forms"), "container/files/etc/supervisor/conf.d/worker.conf": worker}
+    tag, _ = build_child(files, name="app-forms-worker")
+    code, elapsed, logs = fail(tag, {})
+    assert elapsed < FAILS_WITHIN, logs
+    assert code == 78, logs
+    assert "APP_MODULE is not set" in logs
+    assert "seed-style" not in logs
+
+
+def test_restarted_container_waits_for_the_app_again(app_image, cleanup) -> None:
+    # docker restart keeps /tmp, and with it the last start's `ready` note.
+    svc, statuses, logs = serve_from_start(app_image("forms"), {"APP_MODULE": "forms:create_app"})
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+    docker.docker("restart", "-t", "10", svc.name)
+    _, statuses, logs = poll_until_served(svc.name)
+    assert_clean_start(statuses, logs)
+    assert logs.count("aiohttp-parent: serving forms:create_app") == 2
 
 
 def test_locked_down_start_is_clean(app_image, cleanup) -> None:

@@ -148,6 +148,8 @@ def _candidates(module: object) -> str:
 _run_app_calls: list[object] = []
 # A factory that takes the old `loop` argument (aiohttp 2) gets the running loop.
 _LOOP = object()
+# Names of init_func(argv)'s one argument that get the app's argv.
+ARGV_NAMES = ("argv", "args", "extra_argv")
 
 
 def _run_app(app: object, *args: object, **kwargs: object) -> None:
@@ -274,12 +276,13 @@ def _default_args(spec: str, factory: Callable[..., Any]) -> list[Any]:
         return []
     if len(required) == 1 and required[0].name == "loop":
         return [_LOOP]
-    if len(required) == 1:
+    if len(required) == 1 and required[0].name in ARGV_NAMES:
         return [app_argv()]  # python -m aiohttp.web's init_func(argv)
     names = ", ".join(p.name for p in required)
     raise AppError(
-        f"APP_MODULE={spec!r} requires {len(required)} arguments ({names}): a factory takes "
-        f"none, or one (argv); pass literals with {spec.split('(')[0]}(...)"
+        f"APP_MODULE={spec!r} requires {len(required)} argument(s) ({names}): a factory "
+        f"takes none, argv ({' or '.join(ARGV_NAMES)}), or the old loop; pass other "
+        f"values as literals: {spec.split('(')[0]}(...)"
     )
 
 

@@ -208,10 +208,18 @@ def gunicorn_binds(command: str) -> list[str]:
     return binds
 
 
-def own_app_programs(app_module: str, programs: Mapping[str, str]) -> list[str]:
+def own_app_programs(
+    app_module: str, programs: Mapping[str, str], seed_entrypoint: bool = False
+) -> list[str]:
     """The child's programs that serve its app themselves (a seed-style child):
-    any that runs gunicorn, or all of them when APP_MODULE names no app."""
-    return [n for n, cmd in programs.items() if "gunicorn" in cmd or not app_module]
+    any that runs gunicorn, or all of them when its own entrypoint started
+    supervisord and APP_MODULE names no app. (A background worker next to a
+    forgotten APP_MODULE is not an app: that still fails, naming APP_MODULE.)"""
+    return [
+        n
+        for n, cmd in programs.items()
+        if "gunicorn" in cmd or (seed_entrypoint and not app_module)
+    ]
 
 
 @dataclass(frozen=True)
@@ -271,6 +279,7 @@ class Settings:
         cpus: int | None = None,
         require_app: bool = True,
         check_tls: bool = True,
+        seed_entrypoint: bool = False,
     ) -> Settings:
         env = os.environ if env is None else env
         cpus = available_cpus() if cpus is None else cpus
@@ -278,7 +287,7 @@ class Settings:
 
         app_module = env.get("APP_MODULE", "").strip()
         programs = child_programs() if require_app else {}
-        own = tuple(own_app_programs(app_module, programs))
+        own = tuple(own_app_programs(app_module, programs, seed_entrypoint))
         if require_app and not app_module and not own:
             raise ConfigError(
                 "APP_MODULE is not set: name your aiohttp application as module:attribute, "
@@ -583,7 +592,10 @@ def configure(s: Settings) -> tuple[bool, list[str]]:
     (whether nginx's configuration changed, notes for the log)."""
     try:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        FATAL_MARKER.unlink(missing_ok=True)
+        # A run dir that outlived its container (docker restart keeps /tmp)
+        # holds the last start's notes; nginx must not take `ready` for this one.
+        for note in (FATAL_MARKER, APP_READY, APP_FATAL, *APP_STATE.glob("warned-*")):
+            note.unlink(missing_ok=True)
         changed, notes = write_nginx(s) if s.nginx else (False, [])
         write_runtime_json(s)
     except OSError as exc:
@@ -627,7 +639,11 @@ def supervisor_env(s: Settings) -> dict[str, str]:
     """Values supervisord's program sections read as %(ENV_...)s, and what
     nginx's launcher waits for before it starts (wait_for_app)."""
     return {
-        "AIOHTTP_PARENT_GUNICORN": "true" if s.gunicorn else "false",
+        # A child's own [program:gunicorn] merges into the parent's section
+        # (supervisord reads conf.d non-strictly): it is theirs, and must start.
+        "AIOHTTP_PARENT_GUNICORN": "true"
+        if s.gunicorn or "gunicorn" in s.child_app_programs
+        else "false",
         "AIOHTTP_PARENT_NGINX": "true" if s.nginx else "false",
         "AIOHTTP_PARENT_STOPWAITSECS": str(s.stop_wait_seconds),
         "AIOHTTP_PARENT_APP_READY": str(APP_READY) if s.gunicorn else "",
