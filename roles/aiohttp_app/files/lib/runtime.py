@@ -24,9 +24,10 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 try:  # written by the aiohttp_app role: /run/aiohttp-parent on VMs, under /tmp in images
     from site_paths import RUN_DIR as _RUN_DIR
@@ -103,7 +104,13 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, min(affinity, math.ceil(limit)))
 
 
-# --- parsing helpers ----------------------------------------------------------
+# --- settings as data ------------------------------------------------------------
+#
+# Every environment variable the image reads is declared once, in SETTINGS:
+# its name, the parser that checks it (with its bounds), its default and one
+# line of doc. Settings.from_env loops over the declarations, and README.rst's
+# settings table is written from them (scripts/role_docs.py; a test fails when
+# the README differs). An unset or empty variable takes the default.
 
 
 def module_hint(app_module: str) -> str:
@@ -115,43 +122,420 @@ def module_hint(app_module: str) -> str:
     return f" (a module, not a file: {dotted}{':' + attribute if attribute else ''})"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}={value} is out of range: use {minimum} to {maximum}")
-    return value
+class Parser(Protocol):
+    def __call__(self, name: str, raw: str) -> Any:
+        """The value of a non-empty, stripped setting, or ConfigError naming it."""
+
+    def describe(self) -> str:
+        """The accepted values, for the README's table (reStructuredText)."""
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    raise ConfigError(f"{name}={raw!r} is not valid: use 1 or 0")
+@dataclass(frozen=True)
+class Whole:
+    """A whole number from minimum to maximum."""
+
+    minimum: int
+    maximum: int
+
+    def __call__(self, name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if not self.minimum <= value <= self.maximum:
+            raise ConfigError(
+                f"{name}={value} is out of range: use {self.minimum} to {self.maximum}"
+            )
+        return value
+
+    def describe(self) -> str:
+        return f"{self.minimum} to {self.maximum}"
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip().lower() or default
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not valid: use one of {', '.join(choices)}")
-    return value
+@dataclass(frozen=True)
+class Flag:
+    """On or off: 1, true, yes, on or 0, false, no, off."""
+
+    def __call__(self, name: str, raw: str) -> bool:
+        if raw.lower() in TRUE:
+            return True
+        if raw.lower() in FALSE:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not valid: use 1 or 0")
+
+    def describe(self) -> str:
+        return "``1`` or ``0``"
 
 
-def _match(env: Mapping[str, str], name: str, default: str, pattern: str, hint: str) -> str:
-    value = env.get(name, "").strip() or default
-    if not re.fullmatch(pattern, value):
-        raise ConfigError(f"{name}={value!r} is not valid: {hint}")
-    return value
+@dataclass(frozen=True)
+class ZeroOrOne:
+    """Exactly 0 or 1: for a variable shell scripts read too (DEV), so that
+    every reader agrees on what it means."""
+
+    off: str
+    on: str
+
+    def __call__(self, name: str, raw: str) -> bool:
+        if raw not in ("0", "1"):
+            raise ConfigError(
+                f"{name}={raw!r} is not valid: use {name}=0 ({self.off}) or {name}=1 ({self.on})"
+            )
+        return raw == "1"
+
+    def describe(self) -> str:
+        return "``0`` or ``1``, nothing else"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few words, in any case."""
+
+    choices: tuple[str, ...]
+
+    def __call__(self, name: str, raw: str) -> str:
+        value = raw.lower()
+        if value not in self.choices:
+            raise ConfigError(
+                f"{name}={value!r} is not valid: use one of {', '.join(self.choices)}"
+            )
+        return value
+
+    def describe(self) -> str:
+        return ", ".join(f"``{c}``" for c in self.choices)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Text matching a regular expression; `hint` says what to write instead,
+    `explain` may add what a wrong value probably meant."""
+
+    pattern: str
+    hint: str
+    values: str
+    explain: Callable[[str], str] = lambda value: ""
+
+    def __call__(self, name: str, raw: str) -> str:
+        if not re.fullmatch(self.pattern, raw):
+            raise ConfigError(f"{name}={raw!r} is not valid: {self.hint}" + self.explain(raw))
+        return raw
+
+    def describe(self) -> str:
+        return self.values
+
+
+@dataclass(frozen=True)
+class Text:
+    """Any text: what reads it (nginx, Python) judges it."""
+
+    values: str
+
+    def __call__(self, name: str, raw: str) -> str:
+        return raw
+
+    def describe(self) -> str:
+        return self.values
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """Arguments split as a shell would (gunicorn splits GUNICORN_CMD_ARGS so)."""
+
+    def __call__(self, name: str, raw: str) -> str:
+        try:
+            shlex.split(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+        return raw
+
+    def describe(self) -> str:
+        return "command-line flags"
+
+
+# A default is a value, or a function of the settings declared before it
+# (by name) and the CPUs available.
+Default = Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Parser
+    default: Default
+    doc: str
+    # The table's Default column, where the value alone does not say it.
+    default_doc: str = ""
+    # The Settings attribute it fills; "" when from_env derives others from
+    # it (API_ONLY, TLS_*) or another program reads it (named in doc).
+    field: str = ""
+
+    def value(self, env: Mapping[str, str], earlier: Mapping[str, Any], cpus: int) -> Any:
+        raw = str(env.get(self.name, "")).strip()
+        if raw:
+            return self.parse(self.name, raw)
+        return self.default(earlier, cpus) if callable(self.default) else self.default
+
+    def default_text(self) -> str:
+        if self.default_doc:
+            return self.default_doc
+        if isinstance(self.default, bool):
+            return f"``{int(self.default)}``"
+        return f"``{self.default}``" if self.default != "" else "(empty)"
+
+
+PATH_HINT = r"/([\w.-]+/)*"
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "APP_MODULE",
+        Match(
+            r"[\w.]+(:[\w.]+(\(.*\))?)?",
+            "use module:attribute, e.g. myapp.main:app",
+            "``module:attribute``",
+            module_hint,
+        ),
+        "",
+        "The app or its factory (see `The app: APP_MODULE`_).",
+        default_doc="(required)",
+        field="app_module",
+    ),
+    Setting(
+        "DEV",
+        ZeroOrOne(off="production", on="development"),
+        False,
+        "``1``: development: one worker that reloads on code changes, debug logs (see "
+        "`Development`_). Set by ``--build-arg DEV``; the entrypoint and the build "
+        "refuse any other value too.",
+        default_doc="``0`` (the build arg)",
+        field="dev",
+    ),
+    Setting(
+        "APP_START_TIMEOUT",
+        Whole(1, 3600),
+        APP_START_TIMEOUT_DEFAULT,
+        "Seconds the app may take to import and, in each worker, to start (factory, "
+        "``on_startup``); then the container stops.",
+        field="start_timeout",
+    ),
+    Setting(
+        "WEB_CONCURRENCY",
+        Whole(1, 1024),
+        lambda earlier, cpus: 1 if earlier["DEV"] else cpus,
+        "gunicorn workers, each with its own memory (see `Per-worker state`_).",
+        default_doc="CPU limit (DEV=1: 1)",
+        field="workers",
+    ),
+    Setting(
+        "PORT", Whole(1, 65535), 80, "HTTP port (nginx, or gunicorn when API-only).", field="port"
+    ),
+    Setting("HTTPS_PORT", Whole(1, 65535), 443, "HTTPS port when TLS is on.", field="https_port"),
+    Setting("API_ONLY", Flag(), False, "``1``: no nginx; gunicorn serves ``PORT`` itself."),
+    Setting(
+        "LOG_LEVEL",
+        Choice(LOG_LEVELS),
+        lambda earlier, cpus: "debug" if earlier["DEV"] else "info",
+        "gunicorn log level.",
+        default_doc="``info`` (DEV=1: ``debug``)",
+        field="log_level",
+    ),
+    Setting(
+        "GUNICORN_TIMEOUT",
+        Whole(1, 3600),
+        30,
+        "Seconds a worker may block its event loop before it is killed and replaced.",
+        field="timeout",
+    ),
+    Setting(
+        "GUNICORN_GRACEFUL_TIMEOUT",
+        Whole(0, 3600),
+        4,
+        "Drain time on stop, per stage (see `Stopping`_).",
+        field="graceful_timeout",
+    ),
+    Setting(
+        "GUNICORN_KEEPALIVE",
+        Whole(0, 3600),
+        75,
+        "Idle keep-alive seconds (longer than nginx's 60 s upstream keep-alive, so nginx "
+        "never reuses a connection gunicorn is closing).",
+        field="keepalive",
+    ),
+    Setting(
+        "GUNICORN_MAX_REQUESTS",
+        Whole(0, 10**9),
+        0,
+        "Recycle a worker after this many requests (plus up to the jitter): a bound on "
+        "slow memory leaks.",
+        default_doc="``0`` (off)",
+        field="max_requests",
+    ),
+    Setting(
+        "GUNICORN_MAX_REQUESTS_JITTER",
+        Whole(0, 10**9),
+        0,
+        "Up to this many more requests, drawn per worker, so workers do not recycle together.",
+        field="max_requests_jitter",
+    ),
+    Setting(
+        "GUNICORN_CMD_ARGS",
+        CommandLine(),
+        "",
+        "Any other gunicorn flag; overrides the above (gunicorn reads it).",
+    ),
+    Setting(
+        "FORWARDED_ALLOW_IPS",
+        Text("addresses, comma-separated, or ``*``"),
+        "127.0.0.1,::1",
+        "Peers (besides nginx) trusted for ``X-Forwarded-*``; ``*`` trusts all.",
+        field="forwarded_allow_ips",
+    ),
+    Setting(
+        "NGINX_WORKER_PROCESSES",
+        Whole(1, 1024),
+        lambda earlier, cpus: cpus,
+        "nginx workers.",
+        default_doc="CPU limit",
+        field="nginx_workers",
+    ),
+    Setting(
+        "NGINX_CLIENT_MAX_BODY_SIZE",
+        Match(r"\d+[kKmMgG]?", "use a size such as 512k or 10m", "a size: ``512k``, ``10m``"),
+        "10m",
+        "Largest request body (413 beyond).",
+        field="client_max_body_size",
+    ),
+    Setting(
+        "NGINX_CLIENT_TIMEOUT",
+        Whole(1, 3600),
+        15,
+        "Seconds a client may take to send its headers, or between two reads of its body "
+        "(408 beyond): slow clients cannot hold connections for long.",
+        field="client_timeout",
+    ),
+    Setting(
+        "NGINX_PROXY_CONNECT_TIMEOUT",
+        Whole(1, 3600),
+        5,
+        "Seconds nginx waits to connect to the app.",
+        field="proxy_connect_timeout",
+    ),
+    Setting(
+        "NGINX_PROXY_READ_TIMEOUT",
+        Whole(1, 86400),
+        lambda earlier, cpus: max(60, earlier["GUNICORN_TIMEOUT"]),
+        "Seconds nginx waits for the app; never shorter than ``GUNICORN_TIMEOUT`` "
+        "(refused if set so).",
+        default_doc="60, or GUNICORN_TIMEOUT if longer",
+        field="proxy_read_timeout",
+    ),
+    Setting(
+        "NGINX_PROXY_SEND_TIMEOUT",
+        Whole(1, 86400),
+        60,
+        "Seconds nginx may take to send a request to the app.",
+        field="proxy_send_timeout",
+    ),
+    Setting(
+        "NGINX_ACCESS_LOG_FORMAT",
+        Choice(ACCESS_LOG_FORMATS),
+        "combined",
+        "The access log's format, or no access log.",
+        field="access_log_format",
+    ),
+    Setting(
+        "NGINX_ACCESS_LOG",
+        Text("a file"),
+        "/proc/1/fd/1",
+        "Where nginx writes its access log.",
+        default_doc="container stdout",
+        field="access_log",
+    ),
+    Setting(
+        "NGINX_STATIC_EXPIRES",
+        Match(
+            r"off|\d+[smhdwMy]?", "use off or a time such as 1h or 7d", "``off``, a time: ``1h``"
+        ),
+        "1h",
+        "``expires`` for static files (``off`` to disable).",
+        field="static_expires",
+    ),
+    Setting(
+        "STATIC_URL",
+        Match(PATH_HINT, "use a path such as /static/", "a path, ending in ``/``"),
+        "/static/",
+        "Where nginx serves static files (see `Static files`_).",
+        field="static_url",
+    ),
+    Setting(
+        "STATIC_ROOT",
+        Match(PATH_HINT, "use a directory such as /app/static/", "a directory, ending in ``/``"),
+        "/app/static/",
+        "What it serves them from.",
+        field="static_root",
+    ),
+    Setting(
+        "TLS_CERT",
+        Text("a PEM file"),
+        "",
+        "Certificate (chain); see `TLS`_.",
+        default_doc="``tls.crt`` in the TLS directory",
+    ),
+    Setting(
+        "TLS_KEY",
+        Text("a PEM file"),
+        "",
+        "Its key.",
+        default_doc="``tls.key`` in the TLS directory",
+    ),
+    Setting(
+        "TLS_REDIRECT",
+        Flag(),
+        False,
+        "``1``: HTTP answers 301 to HTTPS, and HSTS is sent.",
+        field="tls_redirect",
+    ),
+    Setting(
+        "HEALTHCHECK_PATH",
+        Match(r"/[^\s]*", "use a path such as /healthz", "a path"),
+        "/",
+        "What the health check requests.",
+        field="healthcheck_path",
+    ),
+    Setting(
+        "AIOHTTP_PARENT_CRASH_LIMIT",
+        Whole(1, 1000),
+        5,
+        "Unexpected exits of one program within the crash window that stop the container "
+        "(see `Faults`_).",
+    ),
+    Setting(
+        "AIOHTTP_PARENT_CRASH_WINDOW",
+        Whole(1, 86400),
+        60,
+        "The crash window, in seconds.",
+    ),
+    Setting(
+        "PYTHONASYNCIODEBUG",
+        Text("``1`` (on), ``0`` (off)"),
+        "",
+        "asyncio's debug mode (see `Build arguments and environment`_).",
+        default_doc="(empty: follows DEV)",
+    ),
+    Setting(
+        "AIOHTTP_PARENT_RUN_DIR",
+        Match(r"/.*", "use an absolute path such as /run/aiohttp-parent", "a directory"),
+        "",
+        "The runtime state's directory: set by the ``aiohttp_app`` role on VMs. Not for "
+        "images (their program launchers do not follow it).",
+        default_doc="as installed (``/tmp/aiohttp-parent`` in images)",
+    ),
+)
+
+
+def parse_settings(env: Mapping[str, str], cpus: int) -> dict[str, Any]:
+    """Every declared setting, by name: its value in env, checked, or its default."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        values[setting.name] = setting.value(env, values, cpus)
+    return values
 
 
 def _exists(name: str, path: Path) -> bool:
@@ -283,9 +667,8 @@ class Settings:
     ) -> Settings:
         env = os.environ if env is None else env
         cpus = available_cpus() if cpus is None else cpus
-        dev = _bool(env, "DEV", False)
-
-        app_module = env.get("APP_MODULE", "").strip()
+        # Before the other settings: without an app, nothing else matters.
+        app_module = str(env.get("APP_MODULE", "")).strip()
         programs = child_programs() if require_app else {}
         own = tuple(own_app_programs(app_module, programs, seed_entrypoint))
         if require_app and not app_module and not own:
@@ -294,89 +677,30 @@ class Settings:
                 "e.g. ENV APP_MODULE=myapp.main:app (an Application) or "
                 "myapp.main:create_app (an async factory returning one)"
             )
-        if app_module and not re.fullmatch(r"[\w.]+(:[\w.]+(\(.*\))?)?", app_module):
-            raise ConfigError(
-                f"APP_MODULE={app_module!r} is not valid: use module:attribute, e.g. myapp.main:app"
-                + module_hint(app_module)
-            )
-
-        api_only = _bool(env, "API_ONLY", False)
-        nginx = not api_only and shutil.which("nginx") is not None
-
-        timeout = _int(env, "GUNICORN_TIMEOUT", 30, 1, 3600)
-        graceful = _int(env, "GUNICORN_GRACEFUL_TIMEOUT", 4, 0, 3600)
-        read_timeout = _int(env, "NGINX_PROXY_READ_TIMEOUT", max(60, timeout), 1, 86400)
+        values = parse_settings(env, cpus)
+        timeout, read_timeout = values["GUNICORN_TIMEOUT"], values["NGINX_PROXY_READ_TIMEOUT"]
         if read_timeout < timeout:
             raise ConfigError(
                 f"NGINX_PROXY_READ_TIMEOUT={read_timeout} is shorter than GUNICORN_TIMEOUT={timeout}: "
                 "nginx would give up on requests gunicorn still lets run"
             )
-
         # gunicorn (as the app user) has no business reading the TLS key.
-        tls_cert, tls_key = _tls_files(env) if check_tls else ("", "")
+        tls_cert, tls_key = (
+            _tls_files(values["TLS_CERT"], values["TLS_KEY"]) if check_tls else ("", "")
+        )
         return cls(
-            app_module=app_module,
+            **{s.field: values[s.name] for s in SETTINGS if s.field},
             gunicorn=not own,
             child_app_programs=own,
             child_app_binds=tuple(b for name in own for b in gunicorn_binds(programs[name])),
-            dev=dev,
-            nginx=nginx,
-            port=_int(env, "PORT", 80, 1, 65535),
-            https_port=_int(env, "HTTPS_PORT", 443, 1, 65535),
-            workers=_int(env, "WEB_CONCURRENCY", 1 if dev else cpus, 1, 1024),
-            nginx_workers=_int(env, "NGINX_WORKER_PROCESSES", cpus, 1, 1024),
-            timeout=timeout,
-            start_timeout=_int(env, "APP_START_TIMEOUT", APP_START_TIMEOUT_DEFAULT, 1, 3600),
-            graceful_timeout=graceful,
-            keepalive=_int(env, "GUNICORN_KEEPALIVE", 75, 0, 3600),
-            max_requests=_int(env, "GUNICORN_MAX_REQUESTS", 0, 0, 10**9),
-            max_requests_jitter=_int(env, "GUNICORN_MAX_REQUESTS_JITTER", 0, 0, 10**9),
-            log_level=_choice(env, "LOG_LEVEL", "debug" if dev else "info", LOG_LEVELS),
-            access_log=env.get("NGINX_ACCESS_LOG", "").strip() or "/proc/1/fd/1",
-            access_log_format=_choice(
-                env, "NGINX_ACCESS_LOG_FORMAT", "combined", ACCESS_LOG_FORMATS
-            ),
-            client_max_body_size=_match(
-                env,
-                "NGINX_CLIENT_MAX_BODY_SIZE",
-                "10m",
-                r"\d+[kKmMgG]?",
-                "use a size such as 512k or 10m",
-            ),
-            client_timeout=_int(env, "NGINX_CLIENT_TIMEOUT", 15, 1, 3600),
-            proxy_connect_timeout=_int(env, "NGINX_PROXY_CONNECT_TIMEOUT", 5, 1, 3600),
-            proxy_read_timeout=read_timeout,
-            proxy_send_timeout=_int(env, "NGINX_PROXY_SEND_TIMEOUT", 60, 1, 86400),
-            static_url=_match(
-                env, "STATIC_URL", "/static/", r"/([\w.-]+/)*", "use a path such as /static/"
-            ),
-            static_root=_match(
-                env,
-                "STATIC_ROOT",
-                "/app/static/",
-                r"/([\w.-]+/)*",
-                "use a directory such as /app/static/",
-            ),
-            static_expires=_match(
-                env,
-                "NGINX_STATIC_EXPIRES",
-                "1h",
-                r"off|\d+[smhdwMy]?",
-                "use off or a time such as 1h or 7d",
-            ),
+            nginx=not values["API_ONLY"] and shutil.which("nginx") is not None,
             tls_cert=tls_cert,
             tls_key=tls_key,
-            tls_redirect=_bool(env, "TLS_REDIRECT", False),
-            healthcheck_path=_match(
-                env, "HEALTHCHECK_PATH", "/", r"/[^\s]*", "use a path such as /healthz"
-            ),
-            forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1",
         )
 
 
-def _tls_files(env: Mapping[str, str]) -> tuple[str, str]:
+def _tls_files(cert_env: str, key_env: str) -> tuple[str, str]:
     """Both files, or neither. Named by TLS_CERT/TLS_KEY or mounted at TLS_DIR."""
-    cert_env, key_env = env.get("TLS_CERT", "").strip(), env.get("TLS_KEY", "").strip()
     cert = Path(cert_env) if cert_env else TLS_DIR / "tls.crt"
     key = Path(key_env) if key_env else TLS_DIR / "tls.key"
     named = bool(cert_env or key_env)
