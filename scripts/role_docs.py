@@ -1,19 +1,31 @@
-"""Write each role's README.md from its meta/main.yml and meta/argument_specs.yml.
+"""Write the generated documentation: each role's README.md from its
+meta/main.yml and meta/argument_specs.yml, and README.rst's table of runtime
+settings from the declarations (SETTINGS) in the aiohttp_app role's runtime.py.
 
-The argument specs are what Ansible validates every run against, so the
-README cannot drift from them: tests/test_role_docs.py fails when a README
-is not what this script writes. Run `python3 scripts/role_docs.py` after
-changing a spec.
+The argument specs are what Ansible validates every run against, and SETTINGS
+what every start validates the environment against, so the docs cannot drift
+from them: tests/test_role_docs.py and tests/test_settings_docs.py fail when a
+file is not what this script writes. Run `python3 scripts/role_docs.py` after
+changing a spec or a setting.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import sys
+import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "roles/aiohttp_app/files/lib/runtime.py"
+README = ROOT / "README.rst"
+# The table sits between these comment lines of README.rst.
+TABLE_BEGIN = ".. BEGIN SETTINGS TABLE"
+TABLE_END = ".. END SETTINGS TABLE"
 
 
 def cell(value: object) -> str:
@@ -80,9 +92,69 @@ def render(role: Path) -> str:
     return "\n".join(lines)
 
 
+def load_runtime() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("runtime", RUNTIME)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("runtime", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def simple_table(header: list[str], rows: list[list[str]], widths: list[int]) -> list[str]:
+    """A reStructuredText simple table; cells wrap to their column's width
+    (the first column's must not: a row continues where it is blank)."""
+    wrapped = [
+        [
+            textwrap.wrap(cell, width, break_long_words=False, break_on_hyphens=False) or [""]
+            for cell, width in zip(row, widths, strict=True)
+        ]
+        for row in [header, *rows]
+    ]
+    widths = [
+        max(width, *(len(line) for row in wrapped for line in row[i]))
+        for i, width in enumerate(widths)
+    ]
+    border = "  ".join("=" * w for w in widths)
+
+    def lines(row: list[list[str]]) -> list[str]:
+        height = max(map(len, row))
+        return [
+            "  ".join(
+                (cell[n] if n < len(cell) else "").ljust(w)
+                for cell, w in zip(row, widths, strict=True)
+            ).rstrip()
+            for n in range(height)
+        ]
+
+    body = [line for row in wrapped[1:] for line in lines(row)]
+    return [border, *lines(wrapped[0]), border, *body, border]
+
+
+def settings_table() -> str:
+    """README.rst's table of runtime settings, one row per declaration."""
+    rows = [
+        [f"``{s.name}``", s.default_text(), s.parse.describe(), s.doc]
+        for s in load_runtime().SETTINGS
+    ]
+    return "\n".join(
+        simple_table(["Variable", "Default", "Values", "Meaning"], rows, [32, 22, 22, 46])
+    )
+
+
+def render_readme(text: str) -> str:
+    """README.rst with its settings table replaced by the generated one."""
+    pattern = re.compile(
+        rf"^({re.escape(TABLE_BEGIN)}.*?\n\n).*?(^{re.escape(TABLE_END)})", re.M | re.S
+    )
+    if not pattern.search(text):
+        raise SystemExit(f"README.rst lacks the lines {TABLE_BEGIN!r} ... {TABLE_END!r}")
+    return pattern.sub(lambda m: f"{m[1]}{settings_table()}\n\n{m[2]}", text, count=1)
+
+
 def main() -> int:
     for role in sorted((ROOT / "roles").iterdir()):
         (role / "README.md").write_text(render(role))
+    README.write_text(render_readme(README.read_text()))
     return 0
 
 

@@ -72,6 +72,10 @@ def test_workers_default_to_cpus_and_dev_uses_one() -> None:
             "shorter than GUNICORN_TIMEOUT=120",
         ),
         ({"APP_MODULE": "my app"}, "APP_MODULE='my app' is not valid"),
+        ({"DEV": "yes"}, "DEV='yes' is not valid: use DEV=0"),
+        ({"AIOHTTP_PARENT_CRASH_LIMIT": "0"}, "AIOHTTP_PARENT_CRASH_LIMIT=0 is out of range"),
+        ({"AIOHTTP_PARENT_CRASH_WINDOW": "1m"}, "AIOHTTP_PARENT_CRASH_WINDOW='1m' is not a whole"),
+        ({"GUNICORN_CMD_ARGS": "--name 'x"}, "GUNICORN_CMD_ARGS=.* is not valid: No closing quot"),
     ],
 )
 def test_invalid_settings_name_the_variable(env, message) -> None:

@@ -183,7 +183,7 @@ class ZeroOrOne:
         return raw == "1"
 
     def describe(self) -> str:
-        return "``0`` or ``1``, nothing else"
+        return "``0`` or ``1``"
 
 
 @dataclass(frozen=True)
@@ -301,9 +301,9 @@ SETTINGS: tuple[Setting, ...] = (
         "DEV",
         ZeroOrOne(off="production", on="development"),
         False,
-        "``1``: development: one worker that reloads on code changes, debug logs (see "
-        "`Development`_). Set by ``--build-arg DEV``; the entrypoint and the build "
-        "refuse any other value too.",
+        "``1``: development, one worker that reloads on code changes and logs debug lines "
+        "(see `Development`_). Set with ``--build-arg DEV``; the build and the "
+        "entrypoint refuse other values too.",
         default_doc="``0`` (the build arg)",
         field="dev",
     ),
@@ -451,7 +451,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "NGINX_STATIC_EXPIRES",
         Match(
-            r"off|\d+[smhdwMy]?", "use off or a time such as 1h or 7d", "``off``, a time: ``1h``"
+            r"off|\d+[smhdwMy]?",
+            "use off or a time such as 1h or 7d",
+            "``off`` or a time: ``1h``, ``7d``",
         ),
         "1h",
         "``expires`` for static files (``off`` to disable).",
