@@ -37,7 +37,8 @@ def test_bench_smoke_run_writes_report_json_and_chart(parent_image: str, tmp_pat
         assert figures[key]["ratio"] is not None, key
     assert figures["rps_direct"]["median"]["project"] > 0
     assert results["exit_codes"] == {"project": [0], "peer": [0]}
-    assert results["ansible_second_converge"]["changed"] == 0
+    converge = results["ansible_second_converge"]
+    assert converge["changed"] == 0, converge["changed_tasks"]
     report = (tmp_path / "latest.md").read_text()
     assert "Smoke run" in report
     assert "| Throughput, / through nginx |" in report
