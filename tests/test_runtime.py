@@ -101,3 +101,27 @@ def test_generated_site_proxies_with_keepalive_and_forwarded_headers() -> None:
         assert f"proxy_set_header {header}" in site
     assert "proxy_http_version 1.1;" in site
     assert "alias /app/static/;" in site
+
+
+def test_a_child_template_replaces_one_part_of_the_site(tmp_path: Path, monkeypatch) -> None:
+    """README, "The nginx site": a file of the same name in the child's
+    template directory replaces the parent's; the rest of the site stays."""
+    monkeypatch.setattr(runtime, "CHILD_TEMPLATES", tmp_path)
+    (tmp_path / "nginx-proxy.conf.tmpl").write_text(
+        "## the child's comment, left out\n"
+        "proxy_pass http://aiohttp_app;\n"
+        "proxy_buffering off;\n"
+        "proxy_read_timeout ${NGINX_PROXY_READ_TIMEOUT}s;\n"
+    )
+    site = runtime.render_site(runtime.Settings.from_env(APP, cpus=1), http2_directive=True)
+    assert site.count("        proxy_buffering off;\n        proxy_read_timeout 60s;\n") == 2
+    assert "child's comment" not in site
+    assert "alias /app/static/;" in site
+    assert "X-Forwarded-For" not in site
+
+
+def test_a_template_naming_an_unknown_value_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "CHILD_TEMPLATES", tmp_path)
+    (tmp_path / "nginx-locations.conf.tmpl").write_text("location ${STATIC_PATH} {}\n")
+    with pytest.raises(runtime.ConfigError, match=r"nginx-locations.conf.tmpl: \$\{STATIC_PATH\}"):
+        runtime.render_site(runtime.Settings.from_env(APP, cpus=1), http2_directive=True)

@@ -45,6 +45,7 @@ def variables_read() -> set[str]:
         if p.is_file()
         and p.parent.name not in ("meta", "defaults", "tasks", "vars", "handlers")
         and p.name != "README.md"
+        and p.suffix != ".tmpl"  # nginx templates: their ${NAME}s are runtime.py's values
     ]
     return {
         name

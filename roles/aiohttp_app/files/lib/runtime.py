@@ -744,122 +744,98 @@ def render_main(s: Settings, as_root: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_http(s: Settings) -> str:
-    log = (
-        "access_log off;"
+# The text of nginx's http-level settings and of the site lives in template
+# files next to this module (nginx-*.conf.tmpl); a child image replaces any of
+# them with a file of the same name in CHILD_TEMPLATES. Here only the values
+# are computed: each ${...} in a template is one of nginx_values(); lines that
+# start with ## are the template's own comments; the rest is copied as it is.
+TEMPLATES = Path(__file__).resolve().parent
+CHILD_TEMPLATES = Path("/etc/aiohttp-parent/templates")
+PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+
+def template(name: str) -> Path:
+    """The child's template of this name if it ships one, else the parent's."""
+    child = CHILD_TEMPLATES / name
+    return child if child.is_file() else TEMPLATES / name
+
+
+def child_templates() -> list[Path]:
+    return sorted(CHILD_TEMPLATES.glob("nginx-*.conf.tmpl")) if CHILD_TEMPLATES.is_dir() else []
+
+
+def fill(name: str, values: Mapping[str, str]) -> str:
+    """The template `name` with its ${...} placeholders replaced. A value of
+    several lines placed alone on a line takes that line's indentation."""
+    path = template(name)
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the nginx template {path}: {exc.strerror}") from None
+    text = "".join(line for line in lines if not line.lstrip().startswith("##"))
+
+    def value(match: re.Match[str]) -> str:
+        if match[1] not in values:
+            raise ConfigError(
+                f"{path}: ${{{match[1]}}} is not a value it can use; "
+                f"these are: {', '.join(sorted(values))}"
+            )
+        indent = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
+        if indent.strip():  # not alone on its line
+            return values[match[1]]
+        return re.sub(r"\n(?=.)", "\n" + indent, values[match[1]])
+
+    return PLACEHOLDER.sub(value, text)
+
+
+def nginx_values(s: Settings) -> dict[str, str]:
+    """What templates may use: every setting that reaches Settings, by its
+    variable's name, and values computed from them."""
+    values = {
+        setting.name: str(int(v) if isinstance(v := getattr(s, setting.field), bool) else v)
+        for setting in SETTINGS
+        if setting.field
+    }
+    return values | {
+        "TLS_CERT": s.tls_cert,
+        "TLS_KEY": s.tls_key,
+        "TLS_CIPHERS": TLS_CIPHERS,
+        "ACCESS_LOG_DIRECTIVE": "access_log off;"
         if s.access_log_format == "off"
-        # One write per 4 KiB of lines, not per request: a pipe write up to
-        # PIPE_BUF (4 KiB) is atomic, so lines of two workers never interleave.
-        else f"access_log {s.access_log} {s.access_log_format} buffer=4k flush=1s;"
-    )
-    return f"""{log}
+        else f"access_log {s.access_log} {s.access_log_format} buffer=4k flush=1s;",
+        "UPSTREAM_SERVER": s.gunicorn_bind.replace("0.0.0.0", "127.0.0.1"),
+        "UPSTREAM_KEEPALIVE_TIMEOUT": str(max(1, min(60, s.keepalive - 5))),
+        "HSTS_HEADER": 'add_header Strict-Transport-Security "max-age=31536000" always;'
+        if s.tls_redirect
+        else "",
+    }
 
-# nginx's 60 s would let slow clients (slowloris) hold connections 4x longer.
-client_header_timeout {s.client_timeout}s;
-client_body_timeout {s.client_timeout}s;
 
-# Upgrade only when the client asks; otherwise keep the upstream connection alive.
-map $http_upgrade $connection_upgrade {{
-    default upgrade;
-    ''      '';
-}}
-
-upstream aiohttp_app {{
-    server {s.gunicorn_bind.replace("0.0.0.0", "127.0.0.1")};
-    # Idle connections kept per nginx worker: enough for a burst of clients to
-    # reuse connections instead of opening one per request.
-    keepalive 128;
-    # Shorter than gunicorn's keep-alive ({s.keepalive}s), so nginx never reuses a
-    # connection gunicorn is closing.
-    keepalive_timeout {max(1, min(60, s.keepalive - 5))}s;
-}}
-"""
+def render_http(s: Settings) -> str:
+    return fill("nginx-http.conf.tmpl", nginx_values(s))
 
 
 def _listen(port: int, flags: str) -> str:
-    lines = f"    listen {port}{flags} default_server;\n"
+    lines = f"listen {port}{flags} default_server;"
     if Path("/proc/net/if_inet6").exists():  # IPv6 may be disabled in the container
-        lines += f"    listen [::]:{port}{flags} default_server;\n"
+        lines += f"\nlisten [::]:{port}{flags} default_server;"
     return lines
 
 
 def render_site(s: Settings, http2_directive: bool) -> str:
-    hsts = (
-        'add_header Strict-Transport-Security "max-age=31536000" always;' if s.tls_redirect else ""
+    values = nginx_values(s)
+    values["LISTEN_HTTP"] = _listen(s.port, "")
+    values["LISTEN_HTTPS"] = (
+        # nginx >= 1.25.1 deprecates "listen ... http2"
+        _listen(s.https_port, " ssl") + "\nhttp2 on;"
+        if http2_directive
+        else _listen(s.https_port, " ssl http2")
     )
-    proxy = _proxy(s)
-    app = f"""
-    include /etc/nginx/server.d/*.conf;
-    client_max_body_size {s.client_max_body_size};
-    # HTTP/0.9 and Host-less HTTP/1.0 requests: nginx answers, not the app.
-    if ($http_host = "") {{
-        return 400;
-    }}
-
-    # Files that exist under STATIC_ROOT come from nginx; any other path
-    # under STATIC_URL goes to the app, which may serve its own static route.
-    location {s.static_url} {{
-        alias {s.static_root};
-        expires {s.static_expires};
-        add_header X-Content-Type-Options "nosniff";
-        {hsts}
-        try_files $uri @aiohttp_app;
-    }}
-
-    location / {{
-{proxy}    }}
-
-    location @aiohttp_app {{
-{proxy}    }}
-"""
-    http_body = "    return 301 https://$host$request_uri;\n" if s.tls and s.tls_redirect else app
-    site = f"server {{\n{_listen(s.port, '')}    server_name _;\n{http_body}}}\n"
-    if not s.tls:
-        return site
-    if http2_directive:  # nginx >= 1.25.1 deprecates "listen ... http2"
-        tls_listen = _listen(s.https_port, " ssl") + "    http2 on;\n"
-    else:
-        tls_listen = _listen(s.https_port, " ssl http2")
-    return (
-        site
-        + f"""
-server {{
-{tls_listen}    server_name _;
-    ssl_certificate {s.tls_cert};
-    ssl_certificate_key {s.tls_key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_ciphers {TLS_CIPHERS};
-    ssl_prefer_server_ciphers off;
-    ssl_session_cache shared:TLS:10m;
-    ssl_session_timeout 1d;
-    ssl_session_tickets off;
-    {hsts}
-{app}}}
-"""
-    )
-
-
-def _proxy(s: Settings) -> str:
-    """The body of the locations that proxy to gunicorn."""
-    return f"""        proxy_pass http://aiohttp_app;
-        proxy_http_version 1.1;
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-Host $http_host;
-        proxy_set_header X-Request-ID $request_id;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $connection_upgrade;
-        proxy_redirect off;
-        proxy_connect_timeout {s.proxy_connect_timeout}s;
-        proxy_read_timeout {s.proxy_read_timeout}s;
-        proxy_send_timeout {s.proxy_send_timeout}s;
-        # nginx replays a GET whose reused upstream connection closed without
-        # an answer: right when gunicorn closed it idle, wrong when the request
-        # killed its worker (a blocked loop after GUNICORN_TIMEOUT): the replay
-        # would block and kill a second worker. Replays only within 1 s.
-        proxy_next_upstream_timeout 1s;
-"""
+    values["PROXY"] = fill("nginx-proxy.conf.tmpl", values).removesuffix("\n")
+    values["LOCATIONS"] = fill("nginx-locations.conf.tmpl", values).removesuffix("\n")
+    redirect = s.tls and s.tls_redirect
+    site = fill("nginx-server-redirect.conf.tmpl" if redirect else "nginx-server.conf.tmpl", values)
+    return site + "\n" + fill("nginx-server-tls.conf.tmpl", values) if s.tls else site
 
 
 def child_sites() -> list[Path]:
@@ -899,11 +875,9 @@ def sync(directory: Path, files: dict[Path, str]) -> bool:
 
 def write_nginx(s: Settings) -> tuple[bool, list[str]]:
     """Write nginx's runtime includes; return (changed, notes for the log)."""
-    notes = (
-        [f"nginx: using the child's site(s) {', '.join(map(str, sites))}"]
-        if (sites := child_sites())
-        else []
-    )
+    notes = [f"nginx: using the child's template {t}" for t in child_templates()]
+    if sites := child_sites():
+        notes.append(f"nginx: using the child's site(s) {', '.join(map(str, sites))}")
     return sync(RUN_DIR / "nginx", nginx_files(s)), notes
 
 
