@@ -1,6 +1,7 @@
 # aiohttp-parent. Two commands set up everything on a fresh Debian host (as root):
 #   make image   build the parent image (installs Docker, Packer, tools, base image as needed)
 #   make test    the whole suite: lint, image and child-contract tests, molecule
+# `make lint` alone needs no root, apt or Docker: the tool venv and a packer binary.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -55,17 +56,24 @@ help:
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
 	@echo "make bench   this image against a classic Dockerfile (bench/results/latest.md)"
 
+# Root, apt and Docker: what building and running images needs. Every goal but
+# these sets the host up first, before the venv too (Debian's python3-venv):
+# so `make test` has Packer for its lint, while `make lint` alone needs no root.
+NO_HOST_GOALS := help tools lint clean
+HOST_FIRST := $(if $(filter-out $(NO_HOST_GOALS),$(MAKECMDGOALS)),host)
+
 host:
 	@sh scripts/host-setup.sh
 
-$(VENV)/.installed: requirements-tools.txt scripts/tool-venv.py
+$(VENV)/.installed: requirements-tools.txt scripts/tool-venv.py | $(HOST_FIRST)
 	@echo "tools: creating $(VENV) from requirements-tools.txt"
 	python3 scripts/tool-venv.py $(VENV) requirements-tools.txt
 	@touch $@
 
-tools: host $(VENV)/.installed
+# The Python tool venv (linters included, shellcheck too): pip only, any user.
+tools: $(VENV)/.installed
 
-base: tools
+base: host tools
 	@sh scripts/base-image.sh $(BASE_IMAGE)
 
 # The parent (ONBUILD) and its -base variant (no triggers), one Packer run
@@ -79,14 +87,19 @@ image: base
 		packer build -color=false $(PACKER_VARS) -var onbuild=false .; \
 	fi
 
+# Any user on Linux or macOS: the venv's linters, then Packer's checks, which
+# read files only (no Docker) but need a packer binary on PATH.
 lint: tools
 	yamllint --strict .
 	ansible-lint --profile production --offline
-	packer fmt -check -diff .
-	packer validate $(PACKER_VARS) .
 	ruff check .
 	ruff format --check .
 	shellcheck scripts/*.sh $$(grep -l "^#!/bin/.*sh" roles/container/files/lib/*) roles/container/files/app/bin/*
+	@command -v packer >/dev/null || { echo "lint: packer is not on PATH, so packer fmt and \
+	packer validate cannot run (the other linters passed). Install Packer 1.6.6 or newer \
+	(Debian: apt-get install packer, or make host as root) and run make lint again." >&2; exit 1; }
+	packer fmt -check -diff .
+	packer validate $(PACKER_VARS) .
 
 pytest: base
 	pytest
@@ -95,7 +108,7 @@ pytest: base
 test-reliability: base
 	pytest -m reliability
 
-systemd-images: tools
+systemd-images: host tools
 	@for d in $(MOLECULE_DISTROS); do \
 		sh scripts/base-image.sh local/debian:$$d; \
 		docker image inspect local/debian-systemd:$$d >/dev/null 2>&1 || \
