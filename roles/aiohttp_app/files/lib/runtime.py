@@ -251,16 +251,13 @@ class CommandLine:
         return "command-line flags"
 
 
-# A default is a value, or a function of the settings declared before it
-# (by name) and the CPUs available.
-Default = Any
-
-
 @dataclass(frozen=True)
 class Setting:
     name: str
     parse: Parser
-    default: Default
+    # The value when unset or empty, or a function of the settings declared
+    # before it (by name) and the CPUs available that returns it.
+    default: Any
     doc: str
     # The table's Default column, where the value alone does not say it.
     default_doc: str = ""
@@ -282,7 +279,7 @@ class Setting:
         return f"``{self.default}``" if self.default != "" else "(empty)"
 
 
-PATH_HINT = r"/([\w.-]+/)*"
+DIRECTORY_PATH = r"/([\w.-]+/)*"
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "APP_MODULE",
@@ -461,14 +458,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "STATIC_URL",
-        Match(PATH_HINT, "use a path such as /static/", "a path, ending in ``/``"),
+        Match(DIRECTORY_PATH, "use a path such as /static/", "a path, ending in ``/``"),
         "/static/",
         "Where nginx serves static files (see `Static files`_).",
         field="static_url",
     ),
     Setting(
         "STATIC_ROOT",
-        Match(PATH_HINT, "use a directory such as /app/static/", "a directory, ending in ``/``"),
+        Match(
+            DIRECTORY_PATH, "use a directory such as /app/static/", "a directory, ending in ``/``"
+        ),
         "/app/static/",
         "What it serves them from.",
         field="static_root",
@@ -506,7 +505,7 @@ SETTINGS: tuple[Setting, ...] = (
         Whole(1, 1000),
         5,
         "Unexpected exits of one program within the crash window that stop the container "
-        "(see `Faults`_).",
+        "(supervisord's event listener counts them; see `Faults`_).",
     ),
     Setting(
         "AIOHTTP_PARENT_CRASH_WINDOW",
