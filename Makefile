@@ -16,7 +16,8 @@ export DOCKER_BUILDKIT := 0
 DEBIAN_RELEASE ?= trixie
 BASE_IMAGE ?= local/debian:$(DEBIAN_RELEASE)
 IMAGE_NAME ?= aiohttp-parent
-IMAGE_VERSION ?= 0.1.0
+# The image and the collection share galaxy.yml's version.
+IMAGE_VERSION ?= $(shell sed -n 's/^version: *//p' galaxy.yml)
 TAG_LATEST ?= true
 # The build trusts what this host trusts (TLS-intercepting proxies), without
 # leaving it in the image unless CA_CERTIFICATES_KEEP=true.

@@ -18,10 +18,10 @@ variable "image_name" {
 
 variable "image_version" {
   type        = string
-  default     = "0.1.0"
-  description = "Tag for this build; also the org.opencontainers.image.version label."
+  default     = ""
+  description = "Tag for this build; also the org.opencontainers.image.version label. Empty: galaxy.yml's version."
   validation {
-    condition     = length(var.image_version) <= 128 && regex_replace(var.image_version, "^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "") == ""
+    condition     = length(var.image_version) <= 128 && regex_replace(var.image_version, "^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$", "") == ""
     error_message = "The image_version must be a valid Docker tag: letters, digits, _ . - (at most 128 characters)."
   }
 }
@@ -101,7 +101,9 @@ variable "source_revision" {
 }
 
 locals {
-  pins = yamldecode(file("${path.root}/roles/python_venv/defaults/main.yml"))
+  # The image and the collection (galaxy.yml) share one version.
+  image_version = var.image_version != "" ? var.image_version : yamldecode(file("${path.root}/galaxy.yml")).version
+  pins          = yamldecode(file("${path.root}/roles/python_venv/defaults/main.yml"))
   versions = {
     aiohttp  = var.aiohttp_version != "" ? var.aiohttp_version : local.pins.python_venv_aiohttp_version
     gunicorn = var.gunicorn_version != "" ? var.gunicorn_version : local.pins.python_venv_gunicorn_version
@@ -122,7 +124,7 @@ locals {
   labels = {
     "org.opencontainers.image.title"       = "aiohttp-parent"
     "org.opencontainers.image.description" = "Parent image for aiohttp/gunicorn services: nginx + gunicorn (uvloop) under supervisord, ONBUILD child contract"
-    "org.opencontainers.image.version"     = var.image_version
+    "org.opencontainers.image.version"     = local.image_version
     "org.opencontainers.image.revision"    = var.source_revision
     "org.opencontainers.image.licenses"    = "MIT"
     "org.opencontainers.image.base.name"   = local.base_image
@@ -152,7 +154,7 @@ locals {
 
   suffix = var.onbuild ? "" : "-base"
   tags = concat(
-    ["${var.image_version}${local.suffix}"],
+    ["${local.image_version}${local.suffix}"],
     var.tag_latest ? ["latest${local.suffix}"] : [],
   )
 
