@@ -104,6 +104,11 @@ locals {
   # The image and the collection (galaxy.yml) share one version.
   image_version = var.image_version != "" ? var.image_version : yamldecode(file("${path.root}/galaxy.yml")).version
   pins          = yamldecode(file("${path.root}/roles/python_venv/defaults/main.yml"))
+  # The contract the roles read too (paths, ports): the aiohttp_parent role's defaults.
+  contract = yamldecode(file("${path.root}/roles/aiohttp_parent/defaults/main.yml"))
+  lib_dir  = local.contract.aiohttp_parent_lib_dir
+  app_dir  = local.contract.aiohttp_parent_app_dir
+  venv     = local.contract.aiohttp_parent_venv
   versions = {
     aiohttp  = var.aiohttp_version != "" ? var.aiohttp_version : local.pins.python_venv_aiohttp_version
     gunicorn = var.gunicorn_version != "" ? var.gunicorn_version : local.pins.python_venv_gunicorn_version
@@ -137,7 +142,7 @@ locals {
   }
 
   # The child-image contract, run in this order by `FROM aiohttp-parent`:
-  # build args and environment, the build context into /app, then the
+  # build args and environment, the build context into the app dir, then the
   # onbuild script (container/files into /, bin/setup.sh, requirements,
   # setup.py or pyproject.toml, bin/cleanup.sh). Logic lives in the script.
   # BUILD_CA_CERTIFICATES is an ARG only, never ENV: with-build-ca trusts it
@@ -147,9 +152,9 @@ locals {
     "ONBUILD ARG PYTHONASYNCIODEBUG=",
     "ONBUILD ARG BUILD_CA_CERTIFICATES=",
     "ONBUILD ENV DEV=$DEV PYTHONASYNCIODEBUG=$PYTHONASYNCIODEBUG",
-    "ONBUILD COPY . /app",
-    "ONBUILD WORKDIR /app",
-    "ONBUILD RUN [\"/usr/local/lib/aiohttp-parent/with-build-ca\", \"/usr/local/lib/aiohttp-parent/onbuild\"]",
+    "ONBUILD COPY . ${local.app_dir}",
+    "ONBUILD WORKDIR ${local.app_dir}",
+    format("ONBUILD RUN [%q, %q]", "${local.lib_dir}/with-build-ca", "${local.lib_dir}/onbuild"),
   ]
 
   suffix = var.onbuild ? "" : "-base"
@@ -161,16 +166,16 @@ locals {
   changes = concat(
     [
       # Packer starts the build container with --entrypoint=/bin/sh; this replaces it.
-      # Outside /app, so a checkout mounted over /app still starts.
-      "ENTRYPOINT [\"/usr/local/lib/aiohttp-parent/entrypoint\"]",
+      # Outside the app dir, so a checkout mounted over it still starts.
+      format("ENTRYPOINT [%q]", "${local.lib_dir}/entrypoint"),
       "CMD [\"python\"]",
-      "WORKDIR /app",
-      "ENV VIRTUAL_ENV=/var/www/venv",
-      "ENV PATH=/var/www/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "WORKDIR ${local.app_dir}",
+      "ENV VIRTUAL_ENV=${local.venv}",
+      "ENV PATH=${local.venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
-      "EXPOSE 80/tcp 443/tcp",
+      "EXPOSE ${local.contract.aiohttp_parent_http_port}/tcp ${local.contract.aiohttp_parent_https_port}/tcp",
       # Through nginx to the app; healthy for containers not running `serve`.
-      "HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD [\"/usr/local/lib/aiohttp-parent/healthcheck\"]",
+      format("HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD [%q]", "${local.lib_dir}/healthcheck"),
     ],
     [for k, v in local.labels : format("LABEL %q=%q", k, v)],
   )

@@ -45,6 +45,7 @@ def cell(value: object) -> str:
 def render(role: Path) -> str:
     meta = yaml.safe_load((role / "meta/main.yml").read_text())["galaxy_info"]
     specs = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
     lines = [
         f"# {role.name}",
         "",
@@ -72,7 +73,11 @@ def render(role: Path) -> str:
                 )
                 if "choices" in opt:
                     kind += f" ({', '.join(map(str, opt['choices']))})"
-                default = opt.get("default", "see defaults/main.yml")
+                # A spec without a default: the plain value in defaults/main.yml
+                # (the contract's paths are written there only).
+                value = defaults.get(name)
+                plain = isinstance(value, (str, int, bool)) and "{{" not in str(value)
+                default = opt.get("default", value if plain else "see defaults/main.yml")
                 lines.append(
                     f"| `{name}` | {kind} | `{cell(default)}` | {cell(opt.get('description'))} |"
                 )

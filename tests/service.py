@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
-import yaml
-
-from tests import docker, http
+from tests import contract, docker, http
 
 # The strictest plain-Docker run the image supports (see README, "Deploying").
 LOCKED_DOWN = [
@@ -21,9 +18,8 @@ LOCKED_DOWN = [
     "--security-opt=no-new-privileges",
 ]
 
-RUN_DIR = yaml.safe_load((Path(__file__).parents[1] / "playbooks/image.yml").read_text())[0][
-    "vars"
-]["aiohttp_app_run_dir"]
+# The image's runtime state directory, as the contract defines it.
+RUN_DIR = contract.CONTAINER_RUN_DIR
 
 
 class Service:

@@ -6,25 +6,23 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import jinja2
 import pytest
-import yaml
+
+from tests import contract
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = sorted(
-    (ROOT / "roles/aiohttp_app/templates/usr/local/lib/aiohttp-parent").glob("run-*.j2")
-)
+TEMPLATES = [
+    *sorted((ROOT / "roles/aiohttp_app/templates/usr/local/lib/aiohttp-parent").glob("run-*.j2")),
+    # The container role's: the contract for its scripts, and the default bin/entrypoint.sh.
+    ROOT / "roles/container/templates/usr/local/lib/aiohttp-parent/paths.sh.j2",
+    ROOT / "roles/container/templates/app/bin/entrypoint.sh.j2",
+]
 
 
 def render(template: Path, service_manage: bool) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["comment"] = lambda text: f"# {text}"
-    env.filters["bool"] = bool
-    role = ROOT / "roles/aiohttp_app"
-    context = yaml.safe_load((role / "defaults/main.yml").read_text())
-    context |= yaml.safe_load((role / "vars/main.yml").read_text())  # constants: paths
-    context |= {"ansible_managed": "Ansible managed", "aiohttp_app_service_manage": service_manage}
-    return env.from_string(template.read_text()).render(context)
+    """As a play renders it: a host's (service_manage) or an image's."""
+    roles = ("nginx", "supervisord", "python_venv", "aiohttp_app", "container")
+    return contract.render(template, container=not service_manage, roles=roles)
 
 
 @pytest.mark.parametrize("service_manage", [True, False], ids=["vm", "image"])

@@ -8,10 +8,13 @@ import dataclasses
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests import contract
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("role_docs", ROOT / "scripts/role_docs.py")
@@ -20,6 +23,7 @@ spec.loader.exec_module(role_docs)
 runtime = role_docs.load_runtime()
 DECLARED = {s.name: s for s in runtime.SETTINGS}
 ENTRYPOINT = ROOT / "roles/container/files/lib/entrypoint"
+PATHS_SH = ROOT / "roles/container/templates/usr/local/lib/aiohttp-parent/paths.sh.j2"
 
 # How the image's files read a variable: Python, shell, supervisord's %(ENV_X)s.
 READS = re.compile(
@@ -83,10 +87,14 @@ def test_settings_fill_every_field_once() -> None:
 
 
 @pytest.mark.parametrize("value", ["0", "1", "", "yes", "true", "on", "off", "2", "01"])
-def test_dev_means_the_same_to_the_entrypoint_and_the_runtime(value: str) -> None:
+def test_dev_means_the_same_to_the_entrypoint_and_the_runtime(value: str, tmp_path: Path) -> None:
     """Both accept 0 and 1 (unset or empty: 0) and refuse the rest with one message."""
+    # The entrypoint as installed: next to the contract it sources.
+    entrypoint = tmp_path / "entrypoint"
+    shutil.copy(ENTRYPOINT, entrypoint)
+    (tmp_path / "paths.sh").write_text(contract.render(PATHS_SH, container=True))
     shell = subprocess.run(
-        ["sh", str(ENTRYPOINT), "true"],
+        ["sh", str(entrypoint), "true"],
         env={**os.environ, "DEV": value},
         capture_output=True,
         text=True,

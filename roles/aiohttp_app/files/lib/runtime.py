@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import errno
+import importlib.util
 import json
 import math
 import os
@@ -27,20 +28,51 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any, Protocol
 
-try:  # written by the aiohttp_app role: /run/aiohttp-parent on VMs, under /tmp in images
-    from site_paths import RUN_DIR as _RUN_DIR
-except ImportError:
-    _RUN_DIR = "/run/aiohttp-parent"
-RUN_DIR = Path(os.environ.get("AIOHTTP_PARENT_RUN_DIR") or _RUN_DIR)
+
+def source_contract() -> SimpleNamespace:
+    """The contract read from the aiohttp_parent role's defaults, for this module
+    run from the source tree (the tests, the controller's `check`,
+    scripts/role_docs.py), where the role has rendered no site_paths.py. Plain
+    `aiohttp_parent_<name>: <value>` lines only: the standard library reads no YAML."""
+    defaults = Path(__file__).resolve().parents[3] / "aiohttp_parent/defaults/main.yml"
+    found = re.findall(r"^aiohttp_parent_(\w+): *([^\s>{][^#\n]*?) *$", defaults.read_text(), re.M)
+    values = dict(found)
+    return SimpleNamespace(
+        LIB_DIR=str(Path(__file__).resolve().parent),
+        CONF_DIR=values["conf_dir"],
+        VENV=values["venv"],
+        APP_DIR=values["app_dir"],
+        APP_USER=values["app_user"],
+        HTTP_PORT=int(values["http_port"]),
+        HTTPS_PORT=int(values["https_port"]),
+        RUN_DIR=values["host_run_dir"],
+    )
+
+
+def rendered_contract(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("site_paths", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Paths, user and ports: the contract as the aiohttp_app role rendered it next
+# to this module (hosts and images alike), else the contract's source. Found
+# by this file's location, not sys.path, so that any way of running it agrees.
+SITE_PATHS = Path(__file__).resolve().with_name("site_paths.py")
+contract = rendered_contract(SITE_PATHS) if SITE_PATHS.is_file() else source_contract()
+
+RUN_DIR = Path(contract.RUN_DIR)
 # gunicorn's directory (its user's): the socket, and the notes its workers
 # leave: `ready` once one serves, `fatal` when the app cannot start.
 APP_STATE = RUN_DIR / "gunicorn"
 SOCKET = APP_STATE / "gunicorn.sock"
 APP_READY = APP_STATE / "ready"
 APP_FATAL = APP_STATE / "fatal"
-TLS_DIR = Path("/etc/aiohttp-parent/tls")
+TLS_DIR = Path(contract.CONF_DIR) / "tls"
 FATAL_MARKER = RUN_DIR / "fatal"
 RUNTIME_JSON = RUN_DIR / "runtime.json"
 
@@ -321,9 +353,19 @@ SETTINGS: tuple[Setting, ...] = (
         field="workers",
     ),
     Setting(
-        "PORT", Whole(1, 65535), 80, "HTTP port (nginx, or gunicorn when API-only).", field="port"
+        "PORT",
+        Whole(1, 65535),
+        contract.HTTP_PORT,
+        "HTTP port (nginx, or gunicorn when API-only).",
+        field="port",
     ),
-    Setting("HTTPS_PORT", Whole(1, 65535), 443, "HTTPS port when TLS is on.", field="https_port"),
+    Setting(
+        "HTTPS_PORT",
+        Whole(1, 65535),
+        contract.HTTPS_PORT,
+        "HTTPS port when TLS is on.",
+        field="https_port",
+    ),
     Setting("API_ONLY", Flag(), False, "``1``: no nginx; gunicorn serves ``PORT`` itself."),
     Setting(
         "LOG_LEVEL",
@@ -466,9 +508,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "STATIC_ROOT",
         Match(
-            DIRECTORY_PATH, "use a directory such as /app/static/", "a directory, ending in ``/``"
+            DIRECTORY_PATH,
+            f"use a directory such as {contract.APP_DIR}/static/",
+            "a directory, ending in ``/``",
         ),
-        "/app/static/",
+        f"{contract.APP_DIR}/static/",
         "What it serves them from.",
         field="static_root",
     ),
@@ -519,14 +563,6 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "asyncio's debug mode (see `Build arguments and environment`_).",
         default_doc="(empty: follows DEV)",
-    ),
-    Setting(
-        "AIOHTTP_PARENT_RUN_DIR",
-        Match(r"/.*", "use an absolute path such as /run/aiohttp-parent", "a directory"),
-        "",
-        "The runtime state's directory: set by the ``aiohttp_app`` role on VMs. Not for "
-        "images (their program launchers do not follow it).",
-        default_doc="as installed (``/tmp/aiohttp-parent`` in images)",
     ),
 )
 
@@ -749,7 +785,7 @@ def render_main(s: Settings, as_root: bool) -> str:
 # are computed: each ${...} in a template is one of nginx_values(); lines that
 # start with ## are the template's own comments; the rest is copied as it is.
 TEMPLATES = Path(__file__).resolve().parent
-CHILD_TEMPLATES = Path("/etc/aiohttp-parent/templates")
+CHILD_TEMPLATES = Path(contract.CONF_DIR) / "templates"
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
 

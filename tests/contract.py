@@ -1,0 +1,72 @@
+"""The contract (roles/aiohttp_parent/defaults/main.yml) as the tests read it,
+and the roles' Jinja templates rendered with it as Ansible would."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.nativetypes
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = ROOT / "roles/aiohttp_parent/defaults/main.yml"
+
+
+def to_bool(value: Any) -> bool:
+    """Ansible's `bool` filter, for the values these roles use."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on", "y", "t")
+
+
+FILTERS = {
+    "bool": to_bool,
+    "comment": lambda text, decoration="# ": f"{decoration}{text}",
+    "quote": lambda text: shlex.quote(str(text)),
+    "to_json": json.dumps,
+    "combine": lambda a, b: {**a, **b},
+}
+
+
+def variables(container: bool, roles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The contract's variables and the given roles' defaults and vars, every
+    Jinja expression among them resolved, as a play with the switch set sees them."""
+    raw: dict[str, Any] = yaml.safe_load(DEFAULTS.read_text())
+    for role in roles:
+        for part in ("defaults", "vars"):
+            path = ROOT / "roles" / role / part / "main.yml"
+            if path.is_file():
+                raw |= yaml.safe_load(path.read_text()) or {}
+    raw |= {"aiohttp_parent_container": container, "ansible_managed": "Ansible managed"}
+    env = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefined)
+    env.filters.update(FILTERS)
+
+    def resolve(value: Any, context: dict[str, Any]) -> Any:
+        if isinstance(value, str) and "{" in value:
+            return env.from_string(value).render(context)
+        if isinstance(value, list):
+            return [resolve(v, context) for v in value]
+        if isinstance(value, dict):
+            return {k: resolve(v, context) for k, v in value.items()}
+        return value
+
+    for _ in range(5):  # each pass resolves one level of reference
+        resolved = {name: resolve(value, raw) for name, value in raw.items()}
+        if resolved == raw:
+            break
+        raw = resolved
+    return raw
+
+
+def render(template: Path, container: bool, roles: tuple[str, ...] = ()) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters.update(FILTERS)
+    return env.from_string(template.read_text()).render(variables(container, roles))
+
+
+# Where an image keeps its runtime state.
+CONTAINER_RUN_DIR: str = variables(container=True)["aiohttp_parent_run_dir"]
