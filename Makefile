@@ -17,7 +17,7 @@ DEBIAN_RELEASE ?= trixie
 BASE_IMAGE ?= local/debian:$(DEBIAN_RELEASE)
 IMAGE_NAME ?= aiohttp-parent
 # The image and the collection share galaxy.yml's version.
-IMAGE_VERSION ?= $(shell sed -n 's/^version: *//p' galaxy.yml)
+IMAGE_VERSION ?= $(shell sed -n 's/^version: *//p' galaxy.yml | tr -d "\"'")
 TAG_LATEST ?= true
 # The build trusts what this host trusts (TLS-intercepting proxies), without
 # leaving it in the image unless CA_CERTIFICATES_KEEP=true.
@@ -84,7 +84,7 @@ base: host tools
 PACKER_PLUGINS = v=$$(packer version | sed -n '1s/^Packer v//p'); \
 	case $$v in \
 	0.* | 1.[0-9] | 1.[0-9].*) ;; \
-	*) echo "image: Packer $$v has no built-in docker and ansible plugins: packer init packer/"; \
+	*) echo "packer: Packer $$v has no built-in docker and ansible plugins: packer init packer/"; \
 		packer init packer/ ;; \
 	esac
 
@@ -112,6 +112,7 @@ lint: tools
 	packer validate cannot run (the other linters passed). Install Packer 1.6.6 or newer \
 	(Debian: apt-get install packer, or make host as root) and run make lint again." >&2; exit 1; }
 	packer fmt -check -diff .
+	@$(PACKER_PLUGINS)
 	packer validate $(PACKER_VARS) .
 
 pytest: base
