@@ -17,7 +17,7 @@ DEBIAN_RELEASE ?= trixie
 BASE_IMAGE ?= local/debian:$(DEBIAN_RELEASE)
 IMAGE_NAME ?= aiohttp-parent
 # The image and the collection share galaxy.yml's version.
-IMAGE_VERSION ?= $(shell sed -n 's/^version: *//p' galaxy.yml)
+IMAGE_VERSION ?= $(shell sed -n 's/^version: *//p' galaxy.yml | tr -d "\"'")
 TAG_LATEST ?= true
 # The build trusts what this host trusts (TLS-intercepting proxies), without
 # leaving it in the image unless CA_CERTIFICATES_KEEP=true.
@@ -77,6 +77,17 @@ tools: $(VENV)/.installed
 base: host tools
 	@sh scripts/base-image.sh $(BASE_IMAGE)
 
+# Packer 1.10 and later ship without the docker builder and the ansible
+# provisioner: `packer init packer/` installs them (once per user, into
+# ~/.config/packer/plugins) from packer/plugins.pkr.hcl, which Packer 1.6.6
+# never reads. Up to 1.9 both are built in and this does nothing.
+PACKER_PLUGINS = v=$$(packer version | sed -n '1s/^Packer v//p'); \
+	case $$v in \
+	0.* | 1.[0-9] | 1.[0-9].*) ;; \
+	*) echo "packer: Packer $$v has no built-in docker and ansible plugins: packer init packer/"; \
+		packer init packer/ ;; \
+	esac
+
 # The parent (ONBUILD) and its -base variant (no triggers), one Packer run
 # each; skipped when both carry the digest of what they are built from.
 image: base
@@ -84,6 +95,7 @@ image: base
 		$(IMAGE_NAME):$(IMAGE_VERSION)-base -- $(BUILD_SETTINGS); then \
 		echo "image: $(IMAGE_NAME):$(IMAGE_VERSION) and -base are up to date"; \
 	else \
+		$(PACKER_PLUGINS) && \
 		packer build -color=false $(PACKER_VARS) . && \
 		packer build -color=false $(PACKER_VARS) -var onbuild=false .; \
 	fi
@@ -101,6 +113,7 @@ lint: tools
 	packer validate cannot run (the other linters passed). Install Packer 1.6.6 or newer \
 	(Debian: apt-get install packer, or make host as root) and run make lint again." >&2; exit 1; }
 	packer fmt -check -diff .
+	@$(PACKER_PLUGINS)
 	packer validate $(PACKER_VARS) .
 
 pytest: base

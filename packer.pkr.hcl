@@ -1,6 +1,7 @@
 # aiohttp-parent: a parent image for aiohttp/gunicorn services, built by
 # running playbooks/image.yml in a container and committing it.
-# Works with Debian's Packer 1.6.6: no `packer init`, no required_plugins.
+# Debian's Packer 1.6.6 builds it as is; Packer 1.10+ first installs the plugins
+# that packer/plugins.pkr.hcl names (`packer init packer/`, which `make image` runs).
 
 packer {
   required_version = ">= 1.6.6"

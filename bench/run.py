@@ -249,7 +249,13 @@ def second_converge(image: str) -> tuple[float, int, list[str]]:
     recap = re.search(r"changed=(\d+)", result.stdout)
     if result.returncode != 0 or not recap:
         raise SystemExit(f"bench: second converge failed:\n{result.stdout}\n{result.stderr}")
-    changed_tasks = re.findall(r"^TASK \[(.+?)\][^\n]*\n(?:changed:)", result.stdout, re.MULTILINE)
+    changed_tasks = [
+        match[1]
+        for match in re.finditer(
+            r"^TASK \[(.+?)\].*?(?=^TASK \[|^PLAY RECAP|\Z)", result.stdout, re.M | re.S
+        )
+        if re.search(r"^changed:", match[0], re.M)
+    ]
     return elapsed, int(recap.group(1)), changed_tasks
 
 

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-PATH = Path(__file__).resolve().parent.parent / "roles/aiohttp_app/files/lib/runtime.py"
+ROOT = Path(__file__).resolve().parent.parent
+PATH = ROOT / "roles/aiohttp_app/files/lib/runtime.py"
 spec = importlib.util.spec_from_file_location("runtime", PATH)
 runtime = importlib.util.module_from_spec(spec)
 sys.modules["runtime"] = runtime
@@ -118,6 +120,23 @@ def test_a_child_template_replaces_one_part_of_the_site(tmp_path: Path, monkeypa
     assert "child's comment" not in site
     assert "alias /app/static/;" in site
     assert "X-Forwarded-For" not in site
+
+
+def test_a_child_template_with_no_parent_of_its_name_is_refused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A misspelt name would otherwise be ignored while serve says it is used."""
+    monkeypatch.setattr(runtime, "CHILD_TEMPLATES", tmp_path)
+    (tmp_path / "nginx-proxies.conf.tmpl").write_text("proxy_pass http://aiohttp_app;\n")
+    with pytest.raises(
+        runtime.ConfigError, match=r"nginx-proxies.conf.tmpl replaces none .*nginx-proxy.conf.tmpl"
+    ):
+        runtime.child_templates()
+
+
+def test_the_role_installs_every_nginx_template() -> None:
+    listed = yaml.safe_load((ROOT / "roles/aiohttp_app/vars/main.yml").read_text())
+    assert sorted(listed["__aiohttp_app_nginx_templates"]) == runtime.parent_templates()
 
 
 def test_a_template_naming_an_unknown_value_is_refused(tmp_path: Path, monkeypatch) -> None:

@@ -550,12 +550,14 @@ SETTINGS: tuple[Setting, ...] = (
         5,
         "Unexpected exits of one program within the crash window that stop the container "
         "(supervisord's event listener counts them; see `Faults`_).",
+        field="crash_limit",
     ),
     Setting(
         "AIOHTTP_PARENT_CRASH_WINDOW",
         Whole(1, 86400),
         60,
         "The crash window, in seconds.",
+        field="crash_window",
     ),
     Setting(
         "PYTHONASYNCIODEBUG",
@@ -679,6 +681,8 @@ class Settings:
     tls_redirect: bool
     healthcheck_path: str
     forwarded_allow_ips: str
+    crash_limit: int
+    crash_window: int
 
     @property
     def tls(self) -> bool:
@@ -795,8 +799,24 @@ def template(name: str) -> Path:
     return child if child.is_file() else TEMPLATES / name
 
 
+def parent_templates() -> list[str]:
+    return sorted(path.name for path in TEMPLATES.glob("nginx-*.conf.tmpl"))
+
+
 def child_templates() -> list[Path]:
-    return sorted(CHILD_TEMPLATES.glob("nginx-*.conf.tmpl")) if CHILD_TEMPLATES.is_dir() else []
+    """The child's templates. A file that replaces none of the parent's would
+    be ignored without a word: it is refused, naming the names that work."""
+    if not CHILD_TEMPLATES.is_dir():
+        return []
+    found = sorted(path for path in CHILD_TEMPLATES.iterdir() if not path.name.startswith("."))
+    names = parent_templates()
+    for path in found:
+        if path.name not in names:
+            raise ConfigError(
+                f"{path} replaces none of the parent's nginx templates: "
+                f"name it after one of {', '.join(names)}"
+            )
+    return found
 
 
 def fill(name: str, values: Mapping[str, str]) -> str:
@@ -870,7 +890,7 @@ def render_site(s: Settings, http2_directive: bool) -> str:
     values["LOCATIONS"] = fill("nginx-locations.conf.tmpl", values).removesuffix("\n")
     redirect = s.tls and s.tls_redirect
     site = fill("nginx-server-redirect.conf.tmpl" if redirect else "nginx-server.conf.tmpl", values)
-    return site + "\n" + fill("nginx-server-tls.conf.tmpl", values) if s.tls else site
+    return (site + "\n" + fill("nginx-server-tls.conf.tmpl", values)) if s.tls else site
 
 
 def child_sites() -> list[Path]:
@@ -957,6 +977,11 @@ def check_nginx_at_build() -> int:
     before = set(RUN_DIR.rglob("*"))
     try:
         configure(settings)
+        # The TLS templates too, which default settings leave unused: a wrong
+        # placeholder in a child's template would otherwise stop its first TLS start.
+        values = nginx_values(settings)
+        for name in parent_templates():
+            fill(name, values)
         check = subprocess.run(["nginx", "-t", "-q"], capture_output=True, text=True, check=False)
     finally:
         for path in sorted(set(RUN_DIR.rglob("*")) - before, reverse=True):
@@ -983,6 +1008,9 @@ def supervisor_env(s: Settings) -> dict[str, str]:
         "AIOHTTP_PARENT_STOPWAITSECS": str(s.stop_wait_seconds),
         "AIOHTTP_PARENT_APP_READY": str(APP_READY) if s.gunicorn else "",
         "AIOHTTP_PARENT_APP_BINDS": " ".join(s.child_app_binds),
+        # The fatal listener counts with the checked values (an empty one is the default).
+        "AIOHTTP_PARENT_CRASH_LIMIT": str(s.crash_limit),
+        "AIOHTTP_PARENT_CRASH_WINDOW": str(s.crash_window),
     }
 
 
