@@ -31,7 +31,7 @@ EXEMPT = (
 )
 # Each path-like value, as a pattern that does not match inside a longer name.
 LITERALS = {
-    name: re.compile(rf"(?<![\w.-]){re.escape(VALUES[name])}(?![\w-])")
+    name: re.compile(rf"(?<![\w.]){re.escape(VALUES[name])}(?![\w-])")
     for name in (
         "aiohttp_parent_lib_dir",
         "aiohttp_parent_conf_dir",
