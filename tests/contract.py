@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import jinja2.nativetypes
 import yaml
 
@@ -45,20 +46,39 @@ def variables(container: bool, roles: tuple[str, ...] = ()) -> dict[str, Any]:
     env = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefined)
     env.filters.update(FILTERS)
 
-    def resolve(value: Any, context: dict[str, Any]) -> Any:
-        if isinstance(value, str) and "{" in value:
-            return env.from_string(value).render(context)
+    def unresolved(value: Any) -> bool:
+        if isinstance(value, str):
+            return "{{" in value
         if isinstance(value, list):
-            return [resolve(v, context) for v in value]
+            return any(map(unresolved, value))
         if isinstance(value, dict):
-            return {k: resolve(v, context) for k, v in value.items()}
+            return any(map(unresolved, value.values()))
+        return False
+
+    def names(value: Any) -> set[str]:
+        if isinstance(value, str):
+            return jinja2.meta.find_undeclared_variables(env.parse(value))
+        if isinstance(value, list):
+            return set().union(*map(names, value))
+        if isinstance(value, dict):
+            return set().union(*map(names, value.values()))
+        return set()
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and "{{" in value:
+            return env.from_string(value).render(raw)
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
         return value
 
-    for _ in range(5):  # each pass resolves one level of reference
-        resolved = {name: resolve(value, raw) for name, value in raw.items()}
-        if resolved == raw:
-            break
-        raw = resolved
+    # Lazily, as Ansible does: a value is rendered once what it names is.
+    while pending := [name for name, value in raw.items() if unresolved(value)]:
+        ready = [n for n in pending if not any(unresolved(raw.get(m)) for m in names(raw[n]))]
+        assert ready, f"circular or undefined: {pending}"
+        for name in ready:
+            raw[name] = resolve(raw[name])
     return raw
 
 
