@@ -21,9 +21,13 @@ def render(template: Path, service_manage: bool) -> str:
     env.filters["comment"] = lambda text: f"# {text}"
     env.filters["bool"] = bool
     role = ROOT / "roles/aiohttp_app"
-    context = yaml.safe_load((role / "defaults/main.yml").read_text())
+    # What the play gives the role: python_venv's defaults (python_venv_path) first.
+    context = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
+    context |= yaml.safe_load((role / "defaults/main.yml").read_text())
     context |= yaml.safe_load((role / "vars/main.yml").read_text())  # constants: paths
     context |= {"ansible_managed": "Ansible managed", "aiohttp_app_service_manage": service_manage}
+    # A default that names another variable, as Ansible resolves it.
+    context["aiohttp_app_venv"] = env.from_string(context["aiohttp_app_venv"]).render(context)
     return env.from_string(template.read_text()).render(context)
 
 
