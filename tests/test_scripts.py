@@ -26,8 +26,8 @@ def render(template: Path, service_manage: bool) -> str:
     context |= yaml.safe_load((role / "defaults/main.yml").read_text())
     context |= yaml.safe_load((role / "vars/main.yml").read_text())  # constants: paths
     context |= {"ansible_managed": "Ansible managed", "aiohttp_app_service_manage": service_manage}
-    # A default that names another variable, as Ansible resolves it.
-    context["aiohttp_app_venv"] = env.from_string(context["aiohttp_app_venv"]).render(context)
+    # A value that names other variables, as Ansible resolves it.
+    context["__aiohttp_app_venv"] = env.from_string(context["__aiohttp_app_venv"]).render(context)
     return env.from_string(template.read_text()).render(context)
 
 
