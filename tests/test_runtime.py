@@ -134,6 +134,22 @@ def test_a_child_template_with_no_parent_of_its_name_is_refused(
         runtime.child_templates()
 
 
+def test_the_parent_templates_pass_the_build_check(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(runtime, "CHILD_TEMPLATES", tmp_path)
+    runtime.check_tls_templates(runtime.Settings.from_env(APP, cpus=1, check_tls=False))
+
+
+def test_a_wrong_placeholder_in_a_tls_template_fails_the_build_check(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(runtime, "CHILD_TEMPLATES", tmp_path)
+    (tmp_path / "nginx-server-tls.conf.tmpl").write_text("server { listen ${HTTPS_PROT}; }\n")
+    settings = runtime.Settings.from_env(APP, cpus=1, check_tls=False)
+    runtime.render_site(settings, http2_directive=True)  # unused without TLS
+    with pytest.raises(runtime.ConfigError, match=r"\$\{HTTPS_PROT\} is not a value"):
+        runtime.check_tls_templates(settings)
+
+
 def test_the_role_installs_every_nginx_template() -> None:
     listed = yaml.safe_load((ROOT / "roles/aiohttp_app/vars/main.yml").read_text())
     assert sorted(listed["__aiohttp_app_nginx_templates"]) == runtime.parent_templates()

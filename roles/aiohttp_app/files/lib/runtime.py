@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any, Protocol
@@ -893,6 +893,14 @@ def render_site(s: Settings, http2_directive: bool) -> str:
     return (site + "\n" + fill("nginx-server-tls.conf.tmpl", values)) if s.tls else site
 
 
+def check_tls_templates(s: Settings) -> None:
+    """Fill the TLS templates too, which default settings leave unused: a wrong
+    placeholder in a child's would otherwise stop its first TLS start."""
+    for redirect in (False, True):
+        tls = replace(s, tls_cert="tls.crt", tls_key="tls.key", tls_redirect=redirect)
+        render_site(tls, http2_directive=True)
+
+
 def child_sites() -> list[Path]:
     """Sites a child image ships in sites-enabled: they replace the generated one."""
     sites = Path("/etc/nginx/sites-enabled")
@@ -977,11 +985,7 @@ def check_nginx_at_build() -> int:
     before = set(RUN_DIR.rglob("*"))
     try:
         configure(settings)
-        # The TLS templates too, which default settings leave unused: a wrong
-        # placeholder in a child's template would otherwise stop its first TLS start.
-        values = nginx_values(settings)
-        for name in parent_templates():
-            fill(name, values)
+        check_tls_templates(settings)
         check = subprocess.run(["nginx", "-t", "-q"], capture_output=True, text=True, check=False)
     finally:
         for path in sorted(set(RUN_DIR.rglob("*")) - before, reverse=True):
