@@ -45,7 +45,7 @@ PACKER_VARS = \
 
 # Role scenarios run in plain containers; `image` runs playbooks/image.yml;
 # `vm` runs playbooks/vm.yml on systemd, for each Debian release.
-MOLECULE_SCENARIOS := ca_certificates python_venv nginx supervisord container image
+MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
 MOLECULE_DISTROS := trixie bookworm
 
 .PHONY: help host tools base image lint test test-reliability pytest molecule systemd-images bench clean

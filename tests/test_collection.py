@@ -33,7 +33,7 @@ VM_OPTS = [
     "--stop-signal=SIGRTMIN+3",
 ]
 # The roles of playbooks/vm.yml, in its order.
-VM_ROLES = ["ca_certificates", "python_venv", "nginx", "supervisord", "aiohttp_app"]
+VM_ROLES = ["ca_certificates", "python_venv", "aiohttp_nginx", "supervisord", "aiohttp_app"]
 
 
 def run(*args: str, cwd: Path, env: dict[str, str], timeout: float = 600) -> str:

@@ -36,8 +36,16 @@ def play(
 @pytest.mark.parametrize(
     ("role", "variables", "message"),
     [
-        ("nginx", {"nginx_worker_connections": "many"}, "nginx_worker_connections"),
-        ("nginx", {"nginx_error_log_level": "loud"}, "nginx_error_log_level"),
+        (
+            "aiohttp_nginx",
+            {"aiohttp_nginx_worker_connections": "many"},
+            "aiohttp_nginx_worker_connections",
+        ),
+        (
+            "aiohttp_nginx",
+            {"aiohttp_nginx_error_log_level": "loud"},
+            "aiohttp_nginx_error_log_level",
+        ),
         ("supervisord", {"supervisord_programs": "worker"}, "supervisord_programs"),
         (
             "python_venv",

@@ -21,7 +21,7 @@ TEMPLATES = [
 
 def render(template: Path, service_manage: bool) -> str:
     """As a play renders it: a host's (service_manage) or an image's."""
-    roles = ("nginx", "supervisord", "python_venv", "aiohttp_app", "container")
+    roles = ("aiohttp_nginx", "supervisord", "python_venv", "aiohttp_app", "container")
     return contract.render(template, container=not service_manage, roles=roles)
 
 
