@@ -105,7 +105,9 @@ locals {
   # The image and the collection (galaxy.yml) share one version.
   image_version = var.image_version != "" ? var.image_version : yamldecode(file("${path.root}/galaxy.yml")).version
   pins          = yamldecode(file("${path.root}/roles/python_venv/defaults/main.yml"))
-  # The contract the roles read too (paths, ports): the aiohttp_parent role's defaults.
+  # The contract the roles read too (paths, ports): the aiohttp_parent role's
+  # defaults. Only its plain values: yamldecode takes Jinja literally, so never
+  # the switch or the run dir (tests/test_contract.py).
   contract = yamldecode(file("${path.root}/roles/aiohttp_parent/defaults/main.yml"))
   lib_dir  = local.contract.aiohttp_parent_lib_dir
   app_dir  = local.contract.aiohttp_parent_app_dir

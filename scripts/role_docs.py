@@ -82,13 +82,19 @@ def render(role: Path) -> str:
                     f"| `{name}` | {kind} | `{cell(default)}` | {cell(opt.get('description'))} |"
                 )
             lines.append("")
+    if (role / "tasks").is_dir():
+        example = ["- hosts: all", "  roles:", f"    - role: {role.name}"]
+    else:  # a role of defaults only, used as another role's dependency
+        example = [
+            "# meta/main.yml of a role that needs it",
+            "dependencies:",
+            f"  - role: {role.name}",
+        ]
     lines += [
         "## Example",
         "",
         "```yaml",
-        "- hosts: all",
-        "  roles:",
-        f"    - role: {role.name}",
+        *example,
         "```",
         "",
         "Tested by molecule (see `molecule/` at the top of the repository).",

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import contract
 
@@ -87,11 +88,8 @@ def test_python_reads_the_contract_as_rendered(container: bool, tmp_path: Path) 
     site_paths = load(tmp_path / "site_paths.py", f"site_paths_{container}")
     values = contract.variables(container)
     assert values["aiohttp_parent_run_dir"] == site_paths.RUN_DIR
-    assert values["aiohttp_parent_lib_dir"] == site_paths.LIB_DIR
     assert values["aiohttp_parent_conf_dir"] == site_paths.CONF_DIR
-    assert values["aiohttp_parent_venv"] == site_paths.VENV
     assert values["aiohttp_parent_app_dir"] == site_paths.APP_DIR
-    assert values["aiohttp_parent_app_user"] == site_paths.APP_USER
     assert (
         values["aiohttp_parent_http_port"],
         values["aiohttp_parent_https_port"],
@@ -106,8 +104,6 @@ def test_runtime_from_the_source_tree_reads_the_contract_file() -> None:
     assert VALUES["aiohttp_parent_host_run_dir"] == source.RUN_DIR
     assert VALUES["aiohttp_parent_conf_dir"] == source.CONF_DIR
     assert VALUES["aiohttp_parent_app_dir"] == source.APP_DIR
-    assert VALUES["aiohttp_parent_venv"] == source.VENV
-    assert VALUES["aiohttp_parent_app_user"] == source.APP_USER
     assert (
         VALUES["aiohttp_parent_http_port"],
         VALUES["aiohttp_parent_https_port"],
@@ -118,15 +114,33 @@ def test_shell_reads_the_contract_as_rendered(tmp_path: Path) -> None:
     template = ROOT / "roles/container/templates/usr/local/lib/aiohttp-parent/paths.sh.j2"
     (tmp_path / "paths.sh").write_text(contract.render(template, container=True))
     out = subprocess.run(
-        ["sh", "-c", '. ./paths.sh && echo "$aiohttp_parent_lib_dir $aiohttp_parent_run_dir"'],
+        [
+            "sh",
+            "-c",
+            ". ./paths.sh && "
+            'echo "$aiohttp_parent_lib_dir $aiohttp_parent_app_dir $aiohttp_parent_venv"',
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     values = contract.variables(container=True)
-    assert out == [values["aiohttp_parent_lib_dir"], values["aiohttp_parent_run_dir"]]
+    assert out == [
+        values["aiohttp_parent_lib_dir"],
+        values["aiohttp_parent_app_dir"],
+        values["aiohttp_parent_venv"],
+    ]
 
 
-def test_packer_reads_the_contract_file() -> None:
-    assert "roles/aiohttp_parent/defaults/main.yml" in (ROOT / "packer.pkr.hcl").read_text()
+def test_packer_reads_plain_values_of_the_contract_file() -> None:
+    """Packer's yamldecode takes a Jinja expression literally: every value it
+    uses must be plain, and it must not use the switch (false in the file)."""
+    template = (ROOT / "packer.pkr.hcl").read_text()
+    assert "roles/aiohttp_parent/defaults/main.yml" in template
+    raw = yaml.safe_load(contract.DEFAULTS.read_text())
+    used = set(re.findall(r"local\.contract\.(\w+)", template))
+    assert used, "packer.pkr.hcl no longer reads local.contract"
+    assert "aiohttp_parent_container" not in used
+    expressions = {name: raw[name] for name in used if "{{" in str(raw[name])}
+    assert not expressions, f"Packer would read these literally: {expressions}"

@@ -15,7 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def play(
-    tmp_path: Path, role: str, variables: dict, host: str = "no-such-container-aiohttp-parent"
+    tmp_path: Path,
+    role: str,
+    variables: dict,
+    host: str = "no-such-container-aiohttp-parent",
+    play_vars: dict | None = None,
 ) -> subprocess.CompletedProcess:
     playbook = tmp_path / "play.yml"
     playbook.write_text(
@@ -25,6 +29,7 @@ def play(
                     "name": "Bad input",
                     "hosts": "all",
                     "gather_facts": False,
+                    "vars": play_vars or {},
                     "roles": [{"role": role, **variables}],
                 }
             ]
@@ -81,6 +86,25 @@ def test_invalid_value_fails_naming_the_variable(
     assert result.returncode != 0
     assert re.search(message, result.stdout + result.stderr)  # the YAML callback may double quotes
     assert "UNREACHABLE" not in result.stdout  # failed before any task reached the host
+
+
+@pytest.mark.parametrize(
+    ("role", "old", "new"),
+    [
+        ("python_venv", "python_venv_path", "aiohttp_parent_venv"),
+        ("aiohttp_app", "aiohttp_app_dir", "aiohttp_parent_app_dir"),
+        ("aiohttp_app", "aiohttp_app_venv", "aiohttp_parent_venv"),
+    ],
+)
+def test_replaced_variable_fails_naming_its_successor(
+    tmp_path: Path, role: str, old: str, new: str
+) -> None:
+    """An inventory of the earlier layout (role arguments are refused by the
+    spec already): a second venv or app dir must not appear silently."""
+    result = play(tmp_path, role, {}, play_vars={old: "/srv/elsewhere"})
+    assert result.returncode != 0
+    assert f"{old} is no longer read: set {new} instead" in result.stdout
+    assert "UNREACHABLE" not in result.stdout
 
 
 def test_python_version_the_distribution_lacks(tmp_path: Path, parent_image: str) -> None:

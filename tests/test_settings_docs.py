@@ -41,10 +41,18 @@ NOT_SETTINGS = {
 }
 
 
+# The roles whose files the image runs read environment variables.
+ROLES = ("aiohttp_app", "container", "supervisord", "aiohttp_nginx")
+
+
+def test_the_roles_read_exist() -> None:
+    assert [role for role in ROLES if not (ROOT / "roles" / role).is_dir()] == []
+
+
 def variables_read() -> set[str]:
     files = [
         p
-        for role in ("aiohttp_app", "container", "supervisord", "nginx")
+        for role in ROLES
         for p in (ROOT / "roles" / role).glob("**/*")
         if p.is_file()
         and p.parent.name not in ("meta", "defaults", "tasks", "vars", "handlers")

@@ -38,14 +38,16 @@ def source_contract() -> SimpleNamespace:
     scripts/role_docs.py), where the role has rendered no site_paths.py. Plain
     `aiohttp_parent_<name>: <value>` lines only: the standard library reads no YAML."""
     defaults = Path(__file__).resolve().parents[3] / "aiohttp_parent/defaults/main.yml"
+    if not defaults.is_file():
+        sys.exit(
+            f"aiohttp-parent: {SITE_PATHS} is missing, and this runtime.py is not in the"
+            " source tree: install it with the aiohttp_app role, which renders that file"
+        )
     found = re.findall(r"^aiohttp_parent_(\w+): *([^\s>{][^#\n]*?) *$", defaults.read_text(), re.M)
     values = dict(found)
     return SimpleNamespace(
-        LIB_DIR=str(Path(__file__).resolve().parent),
         CONF_DIR=values["conf_dir"],
-        VENV=values["venv"],
         APP_DIR=values["app_dir"],
-        APP_USER=values["app_user"],
         HTTP_PORT=int(values["http_port"]),
         HTTPS_PORT=int(values["https_port"]),
         RUN_DIR=values["host_run_dir"],
@@ -962,9 +964,10 @@ def configure(s: Settings) -> tuple[bool, list[str]]:
         changed, notes = write_nginx(s) if s.nginx else (False, [])
         write_runtime_json(s)
     except OSError as exc:
+        tmp = RUN_DIR.parent
         hint = (
-            ": with --read-only, give the container a writable /tmp "
-            "(docker run --tmpfs /tmp; Kubernetes: an emptyDir volume at /tmp)"
+            f": with --read-only, give the container a writable {tmp} "
+            f"(docker run --tmpfs {tmp}; Kubernetes: an emptyDir volume at {tmp})"
             if exc.errno == errno.EROFS
             else ""
         )
