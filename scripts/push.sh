@@ -50,9 +50,12 @@ done
 packer_tags() { # ONBUILD PACKER-ARGS...
 	onbuild=$1
 	shift
-	echo 'join(" ", concat([var.image_name], local.tags))' |
-		packer console "$@" -var "onbuild=$onbuild" . ||
-		die "packer console could not evaluate packer.pkr.hcl's image_name and tags"
+	# packer console prints its errors on stdout.
+	out=$(echo 'join(" ", concat([var.image_name], local.tags))' |
+		packer console "$@" -var "onbuild=$onbuild" .) ||
+		die "packer console could not evaluate packer.pkr.hcl's image_name and tags:
+$out"
+	printf '%s\n' "$out"
 }
 
 plan=""     # one "SOURCE DEST" line per tag to push
@@ -96,7 +99,8 @@ or name what was built (make push IMAGE_VERSION=... TAG_LATEST=false)."
 publish() { # SOURCE DEST
 	log "$1 -> $2"
 	docker tag "$1" "$2"
-	docker push "$2"
+	docker push "$2" || die "docker push $2 failed (see above). Is the registry up, and
+  are you logged in (docker login ${2%%/*})? Pushing again is safe: make push."
 }
 
 count=0
