@@ -178,6 +178,7 @@ def other_onbuild_image(
     docker.build(context, tag)
     yield tag
     docker.docker("rmi", tag, check=False)
+    shutil.rmtree(context, ignore_errors=True)
 
 
 REFUSALS: dict[str, tuple[Callable[[str, str], dict[str, str]], str]] = {
