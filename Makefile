@@ -48,10 +48,11 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools base image lint test test-reliability pytest molecule systemd-images bench clean
+.PHONY: help host tools base image push lint test test-reliability pytest molecule systemd-images bench clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION) (and :latest) on $(BASE_IMAGE)"
+	@echo "make push REGISTRY=host[:port][/path]    publish what make image tagged, -base too"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
@@ -99,6 +100,12 @@ image: base
 		packer build -color=false $(PACKER_VARS) . && \
 		packer build -color=false $(PACKER_VARS) -var onbuild=false .; \
 	fi
+
+# Publish every tag `make image` gives both variants to $(REGISTRY)/$(IMAGE_NAME),
+# building nothing: scripts/push.sh asks Packer for the names and tags.
+push:
+	@$(PACKER_PLUGINS)
+	@sh scripts/push.sh '$(REGISTRY)' $(PACKER_VARS)
 
 # Any user on Linux or macOS: the venv's linters, then Packer's checks, which
 # read files only (no Docker) but need a packer binary on PATH. Scripts that
