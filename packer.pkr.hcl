@@ -182,9 +182,16 @@ locals {
     ],
     [for k, v in local.labels : format("LABEL %q=%q", k, v)],
   )
+  # The variant as a label, and as ENV for `serve`: in a child of the ONBUILD
+  # variant whose builder skipped the triggers (an OCI-format parent has none),
+  # it finds no record of the onbuild script and stops at once, saying why.
+  variant = var.onbuild ? "onbuild" : "base"
   all_changes = concat(
     local.changes,
-    [format("LABEL %q=%q", "aiohttp-parent.variant", var.onbuild ? "onbuild" : "base")],
+    [
+      format("LABEL %q=%q", "aiohttp-parent.variant", local.variant),
+      "ENV AIOHTTP_PARENT_VARIANT=${local.variant}",
+    ],
     var.onbuild ? local.onbuild : [],
   )
 }

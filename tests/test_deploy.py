@@ -116,6 +116,15 @@ def test_base_variant_has_no_triggers_and_the_same_stack(
     assert base["Entrypoint"] == parent["Entrypoint"]
 
 
+def test_each_variant_tells_serve_which_it_is(base_variant: str, parent_image: str) -> None:
+    # `serve` stops a child of the ONBUILD tag whose triggers never ran, not one of -base.
+    def env(image: str) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in docker.inspect(image)["Config"]["Env"])
+
+    assert env(parent_image)["AIOHTTP_PARENT_VARIANT"] == "onbuild"
+    assert env(base_variant)["AIOHTTP_PARENT_VARIANT"] == "base"
+
+
 def test_child_without_onbuild_builds_and_serves(base_variant: str) -> None:
     tag = f"{docker.unique('aiohttp-parent-test/hello-base')}:latest"
     docker.build(

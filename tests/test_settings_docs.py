@@ -36,6 +36,7 @@ READS = re.compile(
 NOT_SETTINGS = {
     "AIOHTTP_PARENT_APP_ARGS",  # serve -> the app's argv
     "AIOHTTP_PARENT_ENTRYPOINT",  # the entrypoint -> a child's bin/entrypoint.sh -> it again
+    "AIOHTTP_PARENT_VARIANT",  # the image's ENV (Packer): onbuild or base, for `serve`
     "BUILD_CA_CERTIFICATES",  # a build arg ("Build arguments and environment")
     "VIRTUAL_ENV",  # the image's ENV
 }
