@@ -24,10 +24,12 @@ PODMAN_ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:327
 # `serve` refuses a child without its ONBUILD steps before starting anything.
 STOPS_WITHIN = 10
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("buildah", "podman", "skopeo")),
-    reason="needs buildah, podman and skopeo (scripts/host-setup.sh installs them)",
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools() -> None:
+    """A missing tool fails these tests: they must not pass by being skipped."""
+    missing = [t for t in ("buildah", "podman", "skopeo") if not shutil.which(t)]
+    assert not missing, f"{missing} missing: scripts/host-setup.sh (make host) installs them"
 
 
 def run(*args: str, check: bool = True, timeout: float = 300) -> docker.Result:
