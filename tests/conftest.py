@@ -128,11 +128,12 @@ def child_builder(
         build_args: dict[str, str] | None = None,
         check: bool = True,
         name: str = "child",
+        cache: bool = False,
     ) -> tuple[str, docker.Result]:
         context = tmp_path_factory.mktemp(name)
         write_context(context, {"Dockerfile": f"FROM {parent_image}\n", **files})
         tag = f"{docker.unique('aiohttp-parent-test/' + name)}:latest"
-        result = docker.build(context, tag, build_args, check=check, builder=builder)
+        result = docker.build(context, tag, build_args, check=check, builder=builder, cache=cache)
         if result.returncode == 0:
             built.append(tag)
         return tag, result

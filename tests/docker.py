@@ -89,12 +89,13 @@ def build(
     dockerfile: Path | None = None,
     builder: Builder = "buildkit",
     secrets: dict[str, Path] | None = None,
+    cache: bool = False,
 ) -> Result:
-    """`docker build` of CONTEXT as TAG with BUILDER, without the cache, so
-    every build runs its steps and prints them (read them with build_log):
-    BuildKit keeps its cache after the images are removed, across sessions.
+    """`docker build` of CONTEXT as TAG with BUILDER. Without CACHE every
+    build runs its steps and prints them (read them with build_log): BuildKit
+    keeps its cache after the images are removed, across test sessions.
     SECRETS ({id: file}) become `--secret id=ID,src=FILE`: BuildKit only."""
-    args = ["build", "--no-cache", "-t", tag]
+    args = ["build", "-t", tag] if cache else ["build", "--no-cache", "-t", tag]
     if dockerfile is not None:
         args += ["-f", str(dockerfile)]
     for key, value in (build_args or {}).items():

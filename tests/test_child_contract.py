@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,18 @@ def test_setup_sh_is_sourced_and_sees_dev(build_child, dev: str) -> None:
         name="setup",
     )
     assert docker.run(tag, "cat", "/etc/child-setup").stdout == f"dev={dev}\nsetup-export=yes\n"
+
+
+def test_child_build_is_cached_until_any_file_of_its_context_changes(build_child) -> None:
+    # README, "Without ONBUILD": COPY . /app is the first step of a child, so
+    # a change to any file reruns them all, pip install included.
+    files = {**REQS, "app.py": "A = 1\n"}
+    build_child(files, name="cache")
+    _, again = build_child(files, name="cache", cache=True)
+    changed = {**files, "app.py": f"A = {uuid.uuid4().hex!r}\n"}  # in no earlier cache
+    _, rebuilt = build_child(changed, name="cache", cache=True)
+    assert "aiohttp-parent onbuild:" not in again.output
+    assert "aiohttp-parent onbuild: done" in docker.build_log(rebuilt).splitlines()
 
 
 def test_workdir_is_app(build_child) -> None:
