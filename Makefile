@@ -10,6 +10,8 @@ VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_HOME := $(CURDIR)/.cache/ansible
+# make's own docker builds (the systemd images) use the classic builder: the
+# client on PATH may have no buildx. The tests choose per build (tests/docker.py).
 export DOCKER_BUILDKIT := 0
 
 # --- what `make image` builds (see README.rst, "Variables") ---------------

@@ -82,25 +82,43 @@ def write_context(path: Path, files: dict[str, str]) -> None:
             target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked both_builders build their children with BuildKit, then
+    again with the classic builder; every other child is built with BuildKit."""
+    if "builder" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_builders"
+    ):
+        metafunc.parametrize("builder", docker.BUILDERS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def builder(request: pytest.FixtureRequest) -> docker.Builder:
+    """What builds child images: BuildKit, as for users (Docker's default
+    since 23.0), or in tests marked both_builders each builder in turn."""
+    return getattr(request, "param", "buildkit")
+
+
 @pytest.fixture(scope="session")
 def build_child(
-    parent_image: str, tmp_path_factory: pytest.TempPathFactory
+    parent_image: str, builder: docker.Builder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChildBuilder]:
     """Build a child image from {path: content}; a Dockerfile of just
     `FROM <parent>` is added unless the files bring their own."""
-    yield from child_builder(parent_image, tmp_path_factory)
+    yield from child_builder(parent_image, builder, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def build_child_without_ca(
-    parent_image_without_ca: str, tmp_path_factory: pytest.TempPathFactory
+    parent_image_without_ca: str,
+    builder: docker.Builder,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ChildBuilder]:
     """build_child on the parent that keeps no extra CA."""
-    yield from child_builder(parent_image_without_ca, tmp_path_factory)
+    yield from child_builder(parent_image_without_ca, builder, tmp_path_factory)
 
 
 def child_builder(
-    parent_image: str, tmp_path_factory: pytest.TempPathFactory
+    parent_image: str, builder: docker.Builder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChildBuilder]:
     """The builder behind build_child: yields it, removes its images afterwards."""
     built: list[str] = []
@@ -110,11 +128,12 @@ def child_builder(
         build_args: dict[str, str] | None = None,
         check: bool = True,
         name: str = "child",
+        cache: bool = False,
     ) -> tuple[str, docker.Result]:
         context = tmp_path_factory.mktemp(name)
         write_context(context, {"Dockerfile": f"FROM {parent_image}\n", **files})
         tag = f"{docker.unique('aiohttp-parent-test/' + name)}:latest"
-        result = docker.build(context, tag, build_args, check=check)
+        result = docker.build(context, tag, build_args, check=check, builder=builder, cache=cache)
         if result.returncode == 0:
             built.append(tag)
         return tag, result

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -11,8 +13,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 DOCKER = os.environ.get("DOCKER", "docker")
+# Every docker command but a BuildKit build runs with the classic builder's
+# setting, so the client on PATH (no buildx here) never asks for BuildKit.
 ENV = {**os.environ, "DOCKER_BUILDKIT": "0"}
 
 
@@ -28,14 +33,19 @@ class Result:
 
 
 def docker(
-    *args: str, check: bool = True, timeout: float = 600, input: str | None = None
+    *args: str,
+    check: bool = True,
+    timeout: float = 600,
+    input: str | None = None,
+    client: str = DOCKER,
+    env: dict[str, str] = ENV,
 ) -> Result:
     proc = subprocess.run(
-        [DOCKER, *args],
+        [client, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=ENV,
+        env=env,
         input=input,
         check=False,
     )
@@ -55,48 +65,67 @@ def image_exists(tag: str) -> bool:
     return docker("image", "inspect", tag, check=False).returncode == 0
 
 
+# BuildKit is what users build with (Docker's default since 23.0); "legacy" is
+# the classic builder (DOCKER_BUILDKIT=0), which older hosts and CI still run.
+Builder = Literal["buildkit", "legacy"]
+BUILDERS: tuple[Builder, ...] = ("buildkit", "legacy")
+
+
+@functools.cache
+def buildkit_client() -> str | None:
+    """A docker client that builds with BuildKit: the one on PATH if it has
+    buildx, else Debian's 20.10 client, which drives the daemon's built-in
+    BuildKit without buildx (the case on this machine); None if neither."""
+    if docker("buildx", "version", check=False).returncode == 0:
+        return DOCKER
+    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else None
+
+
 def build(
     context: Path,
     tag: str,
     build_args: dict[str, str] | None = None,
     check: bool = True,
     dockerfile: Path | None = None,
+    builder: Builder = "buildkit",
+    secrets: dict[str, Path] | None = None,
+    cache: bool = False,
 ) -> Result:
-    args = ["build", "--force-rm", "-t", tag]
+    """`docker build` of CONTEXT as TAG with BUILDER. Without CACHE every
+    build runs its steps and prints them (read them with build_log): BuildKit
+    keeps its cache after the images are removed, across test sessions.
+    SECRETS ({id: file}) become `--secret id=ID,src=FILE`: BuildKit only."""
+    args = ["build", "-t", tag] if cache else ["build", "--no-cache", "-t", tag]
     if dockerfile is not None:
         args += ["-f", str(dockerfile)]
     for key, value in (build_args or {}).items():
         args += ["--build-arg", f"{key}={value}"]
-    return docker(*args, str(context), check=check)
-
-
-# BuildKit here is the daemon's own, reached by Debian's 20.10 client (the
-# client on PATH has no buildx); None when that client is missing.
-BUILDKIT_DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else None
-
-
-def buildkit_build(
-    context: Path, tag: str, secrets: dict[str, Path], dockerfile: Path | None = None
-) -> Result:
-    """`docker build` with BuildKit and `--secret id=ID,src=FILE` for each secret."""
-    assert BUILDKIT_DOCKER is not None, "BuildKit needs Debian's docker client, /usr/bin/docker"
-    args = [BUILDKIT_DOCKER, "build", "--progress=plain", "-t", tag]
-    if dockerfile is not None:
-        args += ["-f", str(dockerfile)]
-    for key, path in secrets.items():
-        args += ["--secret", f"id={key},src={path}"]
-    proc = subprocess.run(
-        [*args, str(context)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-        check=False,
+    if builder == "legacy":
+        assert not secrets, "build secrets need BuildKit"
+        return docker(*args, "--force-rm", str(context), check=check)
+    client = buildkit_client()
+    assert client is not None, (
+        "BuildKit needs a docker client with buildx, or Debian's docker.io 20.10 (/usr/bin/docker)"
     )
-    result = Result(proc.returncode, proc.stdout, proc.stderr)
-    if proc.returncode != 0:
-        raise AssertionError(f"BuildKit build of {tag} failed:\n{result.output}")
-    return result
+    # Plain progress prints every step's output, the onbuild lines included;
+    # the default display hides it when the build succeeds.
+    args.append("--progress=plain")
+    for key, path in (secrets or {}).items():
+        args += ["--secret", f"id={key},src={path}"]
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    return docker(*args, str(context), check=check, client=client, env=env)
+
+
+# BuildKit's plain progress prefixes each line a step prints with the step
+# number and the seconds since it started ("#8 0.205 "); the classic builder
+# prints the line as it is.
+_BUILDKIT_PREFIX = re.compile(r"^#\d+ \d+\.\d+(?: |$)", re.MULTILINE)
+
+
+def build_log(result: Result) -> str:
+    """A build's output with every line as its step printed it, whichever
+    builder ran it."""
+    return _BUILDKIT_PREFIX.sub("", result.output)
 
 
 def run(image: str, *cmd: str, opts: Sequence[str] = (), check: bool = False) -> Result:

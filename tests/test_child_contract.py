@@ -1,10 +1,12 @@
-"""Child images: every ONBUILD step and every way it can fail, built for real."""
+"""Child images: every ONBUILD step and every way it can fail, built for real,
+with BuildKit (what users get) and then with the classic builder."""
 
 from __future__ import annotations
 
 import json
 import re
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,24 @@ import yaml
 
 from tests import docker
 
+pytestmark = pytest.mark.both_builders
+
 REQS = {"requirements.txt": ""}
 ASYNCIO_DEBUG = "import asyncio; print(asyncio.new_event_loop().get_debug())"
+
+
+def test_onbuild_steps_are_logged_in_the_build_output(build_child) -> None:
+    # BuildKit shows them only with --progress=plain, each line prefixed "#N 0.20 ".
+    _, result = build_child({**REQS, "bin/setup.sh": "true\n"}, name="log")
+    lines = docker.build_log(result).splitlines()
+    for line in (
+        "aiohttp-parent onbuild: building with DEV=0",
+        "aiohttp-parent onbuild: source bin/setup.sh",
+        "aiohttp-parent onbuild: requirements.txt lists nothing to install",
+        "aiohttp-parent onbuild: check the nginx configuration (nginx -t)",
+        "aiohttp-parent onbuild: done",
+    ):
+        assert line in lines
 
 
 def test_child_without_container_files_builds(build_child) -> None:
@@ -48,6 +66,18 @@ def test_setup_sh_is_sourced_and_sees_dev(build_child, dev: str) -> None:
         name="setup",
     )
     assert docker.run(tag, "cat", "/etc/child-setup").stdout == f"dev={dev}\nsetup-export=yes\n"
+
+
+def test_child_build_is_cached_until_any_file_of_its_context_changes(build_child) -> None:
+    # README, "Without ONBUILD": COPY . /app is the first step of a child, so
+    # a change to any file reruns them all, pip install included.
+    files = {**REQS, "app.py": "A = 1\n"}
+    build_child(files, name="cache")
+    _, again = build_child(files, name="cache", cache=True)
+    changed = {**files, "app.py": f"A = {uuid.uuid4().hex!r}\n"}  # in no earlier cache
+    _, rebuilt = build_child(changed, name="cache", cache=True)
+    assert "aiohttp-parent onbuild:" not in again.output
+    assert "aiohttp-parent onbuild: done" in docker.build_log(rebuilt).splitlines()
 
 
 def test_workdir_is_app(build_child) -> None:
@@ -109,6 +139,7 @@ def test_tool_only_pyproject_is_not_installed(build_child) -> None:
     tag, result = build_child(
         {**REQS, "pyproject.toml": "[tool.ruff]\nline-length = 90\n"}, name="toolcfg"
     )
+    assert "aiohttp-parent onbuild: done" in docker.build_log(result).splitlines()
     assert "pip install --no-deps -e ." not in result.output
     assert "childpkg" not in docker.run(tag, "pip", "list").stdout
 
@@ -198,10 +229,11 @@ def ca_fingerprints(pem: str) -> list[str]:
 
 def test_proxied_child_fails_clearly_without_the_build_ca(build_child_without_ca, proxy_ca) -> None:
     _, result = build_child_without_ca(PROXY_REQS, check=False, name="noca")
+    log = docker.build_log(result)
     assert result.returncode != 0
-    assert "CERTIFICATE_VERIFY_FAILED" in result.output
-    assert "'pip install -r requirements.txt' failed" in result.output
-    assert "--build-arg BUILD_CA_CERTIFICATES=" in result.output
+    assert "CERTIFICATE_VERIFY_FAILED" in log
+    assert "'pip install -r requirements.txt' failed" in log
+    assert "--build-arg BUILD_CA_CERTIFICATES=" in log
 
 
 @pytest.fixture(scope="module")
@@ -268,10 +300,9 @@ def test_invalid_build_ca_fails_the_build_naming_the_arg(build_child) -> None:
         REQS, build_args={"BUILD_CA_CERTIFICATES": "not a certificate"}, check=False, name="badca"
     )
     assert result.returncode != 0
-    assert "the build arg BUILD_CA_CERTIFICATES is not valid PEM" in result.output
+    assert "the build arg BUILD_CA_CERTIFICATES is not valid PEM" in docker.build_log(result)
 
 
-@pytest.mark.skipif(docker.BUILDKIT_DOCKER is None, reason="no BuildKit client (/usr/bin/docker)")
 def test_base_child_trusts_a_build_secret_with_buildkit(
     parent_image_without_ca: str, proxy_ca: str, tmp_path: Path
 ) -> None:
@@ -287,7 +318,8 @@ def test_base_child_trusts_a_build_secret_with_buildkit(
     )
     tag = f"{docker.unique('aiohttp-parent-test/secretca')}:latest"
     try:
-        docker.buildkit_build(tmp_path, tag, {"build_ca_certificates": tmp_path / "proxy-ca.pem"})
+        secret = {"build_ca_certificates": tmp_path / "proxy-ca.pem"}
+        docker.build(tmp_path, tag, builder="buildkit", secrets=secret)
         assert docker.run(tag, "python", "-c", IMPORT_SIX).stdout.strip() == "1.16.0"
         grep = [
             "grep",
@@ -323,7 +355,7 @@ def test_replacing_the_pinned_aiohttp_is_reported(build_child_without_ca, proxy_
     assert (
         f"aiohttp-parent onbuild: warning: requirements.txt replaced aiohttp {pinned} "
         f"with {OLDER_AIOHTTP} (the parent pins {pinned})"
-    ) in result.output
+    ) in docker.build_log(result).splitlines()
     lines = docker.run(tag, "versions").stdout.splitlines()
     assert f"aiohttp {OLDER_AIOHTTP} (the parent pins {pinned}: replaced by the child)" in lines
     assert f"gunicorn {PINS['python_venv_gunicorn_version']}" in lines
