@@ -259,11 +259,11 @@ def child_context(path: Path, parent: str) -> Path:
 
 
 def build_legacy(context: Path, tag: str, storage: Path) -> str:
-    return docker.build(context, tag).output  # DOCKER_BUILDKIT=0: pulls the missing FROM
+    return docker.build_log(docker.build(context, tag, builder="legacy"))  # pulls the missing FROM
 
 
 def build_buildkit(context: Path, tag: str, storage: Path) -> str:
-    return docker.buildkit_build(context, tag, {}).output
+    return docker.build_log(docker.build(context, tag, builder="buildkit"))
 
 
 def build_buildah(context: Path, tag: str, storage: Path) -> str:
