@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 def make_push(*variables: str) -> docker.Result:
     proc = subprocess.run(
-        ["nice", "-n", "10", "make", "--no-print-directory", "push", *variables],
+        ["make", "--no-print-directory", "push", *variables],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -41,6 +41,16 @@ def make_push(*variables: str) -> docker.Result:
         check=False,
     )
     return docker.Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def push_both_variants(registry: Registry, name: str) -> docker.Result:
+    """make push of NAME:VERSION, :latest and their -base tags to the test's path."""
+    return make_push(
+        f"REGISTRY={registry.host}/{PATH}",
+        f"IMAGE_NAME={name}",
+        f"IMAGE_VERSION={VERSION}",
+        "TAG_LATEST=true",
+    )
 
 
 def free_port() -> int:
@@ -135,12 +145,7 @@ def pushed(parent_image: str, registry: Registry) -> Iterator[Pushed]:
     published = Pushed(registry, name, images)
     remote = [f"{published.repository}:{tag}" for tag in images]
     try:
-        result = make_push(
-            f"REGISTRY={registry.host}/{PATH}",
-            f"IMAGE_NAME={name}",
-            f"IMAGE_VERSION={VERSION}",
-            "TAG_LATEST=true",
-        )
+        result = push_both_variants(registry, name)
         assert result.returncode == 0, result.output
     finally:
         # Each is another tag of an image that keeps its own: rmi only untags.
@@ -213,12 +218,7 @@ def test_push_refuses_images_that_are_not_what_make_image_tagged(
     name = docker.unique("aiohttp-parent-test-refused")
     local = copies(name, tags(parent_image, other_onbuild_image))
     try:
-        result = make_push(
-            f"REGISTRY={registry.host}/{PATH}",
-            f"IMAGE_NAME={name}",
-            f"IMAGE_VERSION={VERSION}",
-            "TAG_LATEST=true",
-        )
+        result = push_both_variants(registry, name)
     finally:
         docker.docker("rmi", *local, check=False)
     assert result.returncode != 0
