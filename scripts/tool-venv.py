@@ -38,6 +38,10 @@ def main() -> int:
     parser.add_argument("requirements", type=Path)
     args = parser.parse_args()
 
+    # clear=True empties a symlink's target, then fails on the link itself:
+    # a venv shared that way would be lost for every user of it.
+    if args.venv.is_symlink():
+        sys.exit(f"tool-venv: {args.venv} is a symlink; refusing to empty what it points to")
     venv.EnvBuilder(with_pip=True, clear=True).create(args.venv)
     pip = args.venv / "bin" / "pip"
     run(pip, "install", "--quiet", "--disable-pip-version-check", "-r", args.requirements)
