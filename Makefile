@@ -57,13 +57,15 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv nginx supervisord container image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools base image lint test test-reliability pytest molecule systemd-images bench clean
+.PHONY: help host tools base image lint test test-reliability test-arm64 pytest molecule systemd-images bench clean
 
 help:
-	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION) (and :latest) on $(BASE_IMAGE)"
+	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
+	@echo "make image ARCH=arm64    the arm64 image, under QEMU emulation (slow: README.rst, \"arm64\")"
+	@echo "make test-arm64    that image, then a child of it must be arm64 and serve HTTP"
 	@echo "make bench   this image against a classic Dockerfile (bench/results/latest.md)"
 
 # Root, apt and Docker: what building and running images needs. Every goal but
@@ -140,6 +142,13 @@ pytest: base
 # The hostile suite alone (also part of `make pytest`); rewrites docs/reliability.rst.
 test-reliability: base
 	pytest -m reliability
+
+# arm64 under emulation, not part of `make test`: the arm64 parent as `make
+# image ARCH=arm64` builds it (skipped while up to date), then examples/hello
+# built FROM it must be arm64 and serve HTTP (tests/test_arm64.py).
+test-arm64: host tools
+	@$(MAKE) --no-print-directory image ARCH=arm64
+	AIOHTTP_PARENT_ARM64_IMAGE=$(IMAGE_NAME):$(IMAGE_VERSION)-arm64 pytest tests/test_arm64.py
 
 systemd-images: host tools
 	@for d in $(MOLECULE_DISTROS); do \
