@@ -5,8 +5,9 @@
 Docker 20.10 ignores `docker import --platform` and records its own
 architecture. This saves IMAGE, sets the config's `architecture` (and arm64's
 `variant`, v8, as Docker's own arm64 images have it), loads it back under the
-same tag and removes the mislabelled image. The layers are untouched; an image
-that already has ARCH is left alone.
+same tag and removes the mislabelled image, unless another tag still names it
+(a copy tagged from an image that is kept, as the registry test makes). The
+layers are untouched; an image that already has ARCH is left alone.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def main(argv: list[str]) -> int:
     if inspect(image, "Architecture") != arch:
         print(f"image_arch: error: {image} still does not say {arch}", file=sys.stderr)
         return 1
-    subprocess.run(["docker", "image", "rm", old_id], check=True, stdout=subprocess.DEVNULL)
+    if inspect(old_id, "RepoTags") == "[]":
+        subprocess.run(["docker", "image", "rm", old_id], check=True, stdout=subprocess.DEVNULL)
     return 0
 
 
