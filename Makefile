@@ -63,7 +63,8 @@ MOLECULE_DISTROS := trixie bookworm
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
-	@echo "make push REGISTRY=host[:port][/path]    publish what make image tagged, -base too"
+	@echo "make push REGISTRY=host[:port][/path]    publish what make image tagged, -base too;"
+	@echo "             ARCHES=\"amd64 arm64\": each tag a manifest list of both images"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
@@ -124,10 +125,15 @@ image: base
 	done
 
 # Publish every tag `make image` gives both variants to $(REGISTRY)/$(IMAGE_NAME),
-# building nothing: scripts/push.sh asks Packer for the names and tags.
+# building nothing: scripts/push.sh asks Packer for the names and tags. ARCHES:
+# the architectures to publish. One: its tags as they are (make push ARCH=arm64
+# pushes the -arm64 ones). Several, such as "amd64 arm64" (each built first
+# with make image ARCH=...): each plain tag becomes a manifest list of them
+# (README.rst, "Publishing to a registry").
+ARCHES ?= $(ARCH)
 push:
 	@$(PACKER_PLUGINS)
-	@sh scripts/push.sh '$(REGISTRY)' $(PACKER_VARS)
+	@sh scripts/push.sh '$(REGISTRY)' '$(ARCHES)' $(PACKER_VARS)
 
 # Any user on Linux or macOS: the venv's linters, then Packer's checks, which
 # read files only (no Docker) but need a packer binary on PATH. Scripts that
