@@ -16,7 +16,15 @@ export DOCKER_BUILDKIT := 0
 
 # --- what `make image` builds (see README.rst, "Variables") ---------------
 DEBIAN_RELEASE ?= trixie
-BASE_IMAGE ?= local/debian:$(DEBIAN_RELEASE)
+# CPU architecture: amd64 (this host's; plain tags) or arm64, built under QEMU
+# emulation on an amd64 host. arm64's tags, and its base image's, end in
+# -arm64: one tag per architecture, for a manifest list (README.rst, "arm64").
+ARCH ?= amd64
+ifeq ($(filter amd64 arm64,$(ARCH)),)
+$(error ARCH=$(ARCH) is not supported: amd64 (the default) or arm64)
+endif
+ARCH_SUFFIX = $(if $(filter amd64,$(ARCH)),,-$(ARCH))
+BASE_IMAGE ?= local/debian:$(DEBIAN_RELEASE)$(ARCH_SUFFIX)
 IMAGE_NAME ?= aiohttp-parent
 # The image and the collection share galaxy.yml's version.
 IMAGE_VERSION ?= $(shell sed -n 's/^version: *//p' galaxy.yml | tr -d "\"'")
@@ -26,7 +34,7 @@ TAG_LATEST ?= true
 CA_CERTIFICATES ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 CA_CERTIFICATES_KEEP ?= false
 # Inputs besides the files (scripts/image_inputs.py): a change rebuilds.
-BUILD_SETTINGS = $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES))
+BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES))
 BUILD_INPUTS_DIGEST = $(shell python3 scripts/image_inputs.py $(BUILD_SETTINGS))
 
 comma := ,
@@ -39,6 +47,7 @@ PACKER_VARS = \
 	-var image_version=$(IMAGE_VERSION) \
 	-var tag_latest=$(TAG_LATEST) \
 	-var debian_release=$(DEBIAN_RELEASE) \
+	-var arch=$(ARCH) \
 	-var base_image=$(BASE_IMAGE) \
 	-var 'ca_certificates=$(ca_list)' \
 	-var ca_certificates_keep=$(CA_CERTIFICATES_KEEP) \
@@ -50,14 +59,17 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools base image push lint test test-reliability pytest molecule systemd-images bench clean
+.PHONY: help host tools base image push lint test test-reliability test-arm64 pytest molecule systemd-images bench clean
 
 help:
-	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION) (and :latest) on $(BASE_IMAGE)"
-	@echo "make push REGISTRY=host[:port][/path]    publish what make image tagged, -base too"
+	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
+	@echo "make push REGISTRY=host[:port][/path]    publish what make image tagged, -base too;"
+	@echo "             ARCHES=\"amd64 arm64\": each tag a manifest list of both images"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
+	@echo "make image ARCH=arm64    the arm64 image, under QEMU emulation (slow: README.rst, \"arm64\")"
+	@echo "make test-arm64    that image, then a child of it must be arm64 and serve HTTP"
 	@echo "make bench   this image against a classic Dockerfile (bench/results/latest.md)"
 
 # Root, apt and Docker: what building and running images needs. Every goal but
@@ -77,8 +89,11 @@ $(VENV)/.installed: requirements-tools.txt scripts/tool-venv.py | $(HOST_FIRST)
 # The Python tool venv (linters included, shellcheck too): pip only, any user.
 tools: $(VENV)/.installed
 
+# Another architecture than the host's needs QEMU; emulation.sh checks (and
+# as root sets up) that, and does nothing for the host's own.
 base: host tools
-	@sh scripts/base-image.sh $(BASE_IMAGE)
+	@sh scripts/emulation.sh $(ARCH)
+	@sh scripts/base-image.sh $(BASE_IMAGE) $(ARCH)
 
 # Packer 1.10 and later ship without the docker builder and the ansible
 # provisioner: `packer init packer/` installs them (once per user, into
@@ -92,22 +107,33 @@ PACKER_PLUGINS = v=$$(packer version | sed -n '1s/^Packer v//p'); \
 	esac
 
 # The parent (ONBUILD) and its -base variant (no triggers), one Packer run
-# each; skipped when both carry the digest of what they are built from.
+# each; either is skipped while it carries the digest of what it is built
+# from (an emulated run takes long: a second one is not redone for the first).
+# Both must have the architecture asked for.
+IMAGE_TAGS = $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) $(IMAGE_NAME):$(IMAGE_VERSION)-base$(ARCH_SUFFIX)
 image: base
-	@if python3 scripts/image_inputs.py --up-to-date $(IMAGE_NAME):$(IMAGE_VERSION) \
-		$(IMAGE_NAME):$(IMAGE_VERSION)-base -- $(BUILD_SETTINGS); then \
-		echo "image: $(IMAGE_NAME):$(IMAGE_VERSION) and -base are up to date"; \
-	else \
-		$(PACKER_PLUGINS) && \
-		packer build -color=false $(PACKER_VARS) . && \
-		packer build -color=false $(PACKER_VARS) -var onbuild=false .; \
-	fi
+	@set -- $(IMAGE_TAGS); for onbuild in true false; do \
+		if python3 scripts/image_inputs.py --up-to-date "$$1" -- $(BUILD_SETTINGS); then \
+			echo "image: $$1 is up to date"; \
+		else \
+			$(PACKER_PLUGINS) && \
+			packer build -color=false $(PACKER_VARS) -var onbuild=$$onbuild .; \
+		fi; \
+		arch=$$(docker image inspect -f '{{.Architecture}}' "$$1"); \
+		[ "$$arch" = $(ARCH) ] || { echo "image: error: $$1 is $$arch, not $(ARCH)" >&2; exit 1; }; \
+		shift; \
+	done
 
 # Publish every tag `make image` gives both variants to $(REGISTRY)/$(IMAGE_NAME),
-# building nothing: scripts/push.sh asks Packer for the names and tags.
+# building nothing: scripts/push.sh asks Packer for the names and tags. ARCHES:
+# the architectures to publish. One: its tags as they are (make push ARCH=arm64
+# pushes the -arm64 ones). Several, such as "amd64 arm64" (each built first
+# with make image ARCH=...): each plain tag becomes a manifest list of them
+# (README.rst, "Publishing to a registry").
+ARCHES ?= $(ARCH)
 push:
 	@$(PACKER_PLUGINS)
-	@sh scripts/push.sh '$(REGISTRY)' $(PACKER_VARS)
+	@sh scripts/push.sh '$(REGISTRY)' '$(ARCHES)' $(PACKER_VARS)
 
 # Any user on Linux or macOS: the venv's linters, then Packer's checks, which
 # read files only (no Docker) but need a packer binary on PATH. Scripts that
@@ -131,6 +157,13 @@ pytest: base
 # The hostile suite alone (also part of `make pytest`); rewrites docs/reliability.rst.
 test-reliability: base
 	pytest -m reliability
+
+# arm64 under emulation, not part of `make test`: the arm64 parent as `make
+# image ARCH=arm64` builds it (skipped while up to date), then examples/hello
+# built FROM it must be arm64 and serve HTTP (tests/test_arm64.py).
+test-arm64: host tools
+	@$(MAKE) --no-print-directory image ARCH=arm64
+	AIOHTTP_PARENT_ARM64_IMAGE=$(IMAGE_NAME):$(IMAGE_VERSION)-arm64 pytest tests/test_arm64.py
 
 systemd-images: host tools
 	@for d in $(MOLECULE_DISTROS); do \

@@ -43,10 +43,20 @@ variable "debian_release" {
   }
 }
 
+variable "arch" {
+  type        = string
+  default     = "amd64"
+  description = "CPU architecture of the image, which the base image must have: amd64, or arm64 (on an amd64 host it builds under QEMU emulation). Tags of arm64 end in -arm64."
+  validation {
+    condition     = contains(["amd64", "arm64"], var.arch)
+    error_message = "The arch must be \"amd64\" or \"arm64\"."
+  }
+}
+
 variable "base_image" {
   type        = string
   default     = ""
-  description = "Base image; empty means local/debian:<debian_release>, built offline by `make image`. With a registry, e.g. debian:trixie-slim (it must match debian_release)."
+  description = "Base image; empty means local/debian:<debian_release> (arm64: local/debian:<debian_release>-arm64), built offline by `make image`. With a registry, e.g. debian:trixie-slim (it must match debian_release and arch)."
 }
 
 variable "aiohttp_version" {
@@ -118,7 +128,10 @@ locals {
     uvloop   = var.uvloop_version != "" ? var.uvloop_version : local.pins.python_venv_uvloop_version
   }
   python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]
-  base_image     = var.base_image != "" ? var.base_image : "local/debian:${var.debian_release}"
+  # amd64 keeps plain tags; another architecture's tags (and its offline base
+  # image's) end in -<arch>, one tag per architecture for a manifest list.
+  arch_suffix = var.arch == "amd64" ? "" : "-${var.arch}"
+  base_image  = var.base_image != "" ? var.base_image : "local/debian:${var.debian_release}${local.arch_suffix}"
 
   ansible_vars = {
     python_venv_python_version   = local.python_version
@@ -160,7 +173,7 @@ locals {
     format("ONBUILD RUN [%q, %q]", "${local.lib_dir}/with-build-ca", "${local.lib_dir}/onbuild"),
   ]
 
-  suffix = var.onbuild ? "" : "-base"
+  suffix = "${var.onbuild ? "" : "-base"}${local.arch_suffix}"
   tags = concat(
     ["${local.image_version}${local.suffix}"],
     var.tag_latest ? ["latest${local.suffix}"] : [],

@@ -54,15 +54,17 @@ def served(
     opts: Sequence[str] = (),
     ready: str = "/",
     ports: tuple[int, int] = (80, 443),
+    timeout: float = 60,
 ) -> Iterator[Service]:
-    """`docker run IMAGE serve`, published on 127.0.0.1, yielded once `ready` answers."""
+    """`docker run IMAGE serve`, published on 127.0.0.1, yielded once `ready`
+    answers (within `timeout` seconds)."""
     args = ["-p", f"127.0.0.1::{ports[0]}", "-p", f"127.0.0.1::{ports[1]}", *opts]
     args += [f"--env={k}={v}" for k, v in (env or {}).items()]
     with docker.container(image, "serve", opts=args) as name:
         service = Service(name, *ports)
         up = docker.wait_for(
             lambda: not docker.state(name)["Running"] or http.answers(service.http, ready),
-            timeout=60,
+            timeout=timeout,
         )
         if not up or not docker.state(name)["Running"]:
             raise AssertionError(f"{image} did not start serving:\n{docker.logs(name)}")

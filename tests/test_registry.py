@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.0.0-push"
 PATH = "ci"  # the REGISTRY's path: images go to HOST:PORT/ci/NAME
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+ARCHES = ("amd64", "arm64")
 ONBUILD_DONE = "aiohttp-parent onbuild: done"
 
 pytestmark = pytest.mark.slow
@@ -43,13 +47,14 @@ def make_push(*variables: str) -> docker.Result:
     return docker.Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def push_both_variants(registry: Registry, name: str) -> docker.Result:
+def push_both_variants(registry: Registry, name: str, *variables: str) -> docker.Result:
     """make push of NAME:VERSION, :latest and their -base tags to the test's path."""
     return make_push(
         f"REGISTRY={registry.host}/{PATH}",
         f"IMAGE_NAME={name}",
         f"IMAGE_VERSION={VERSION}",
         "TAG_LATEST=true",
+        *variables,
     )
 
 
@@ -239,6 +244,141 @@ def test_push_needs_a_registry(registry_value: str, message: str) -> None:
     result = make_push(f"REGISTRY={registry_value}")
     assert result.returncode != 0
     assert message in result.stderr
+
+
+# --- several architectures: each plain tag a manifest list ---------------------
+
+TAGS = (VERSION, "latest", f"{VERSION}-base", "latest-base")  # the plain tags
+
+
+@pytest.fixture(scope="module")
+def arm64_stand_ins(parent_image: str) -> Iterator[dict[str, str]]:
+    """{plain tag: an arm64 image}: the test parent and its -base with arm64
+    (variant v8) in their config, by scripts/image_arch.py (docker save, edit,
+    docker load: a few seconds). Their layers are amd64 code: fit to be
+    published and pulled, not run."""
+    name = docker.unique("aiohttp-parent-test/arm64")
+    images = {}
+    for variant, source in (("onbuild", parent_image), ("base", f"{parent_image}-base")):
+        images[variant] = f"{name}:{variant}"
+        docker.docker("tag", source, images[variant])
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts/image_arch.py"), images[variant], "arm64"],
+            check=True,
+            capture_output=True,
+        )
+    yield {tag: images["base" if tag.endswith("-base") else "onbuild"] for tag in TAGS}
+    docker.docker("rmi", *images.values(), check=False)
+
+
+def multiarch_tags(parent: str, arm64: dict[str, str]) -> dict[str, str]:
+    """{tag: image}: what `make image` and `make image ARCH=arm64` tag, from
+    the test parent (amd64) and the stand-ins ({plain tag: arm64 image})."""
+    amd64 = {tag: f"{parent}-base" if tag.endswith("-base") else parent for tag in TAGS}
+    return amd64 | {f"{tag}-arm64": image for tag, image in arm64.items()}
+
+
+@dataclass
+class MultiArch:
+    registry: Registry
+    name: str
+    images: dict[str, str]  # local tag (plain: amd64, -arm64) -> the image it copies
+
+    @property
+    def repository(self) -> str:
+        return f"{self.registry.host}/{PATH}/{self.name}"
+
+    def local(self, tag: str, arch: str) -> str:
+        """The local image published for the plain TAG and ARCH."""
+        return self.images[tag if arch == "amd64" else f"{tag}-{arch}"]
+
+
+@pytest.fixture(scope="module")
+def multiarch(parent_image: str, arm64_stand_ins: dict[str, str], registry: Registry) -> MultiArch:
+    """`make push ARCHES="amd64 arm64"` of copies of the test parent (the plain
+    tags) and of the stand-ins (the -arm64 tags), both variants."""
+    name = docker.unique("aiohttp-parent-test-multiarch")
+    images = multiarch_tags(parent_image, arm64_stand_ins)
+    local = copies(name, images)
+    published = MultiArch(registry, name, images)
+    remote = [f"{published.repository}:{tag}-{arch}" for tag in TAGS for arch in ARCHES]
+    try:
+        result = push_both_variants(registry, name, "ARCHES=amd64 arm64")
+        assert result.returncode == 0, result.output
+    finally:
+        docker.docker("rmi", *local, *remote, check=False)
+    return published
+
+
+def test_multiarch_push_publishes_each_architecture_under_a_tag_of_its_own(
+    multiarch: MultiArch,
+) -> None:
+    tags = multiarch.registry.get(f"{PATH}/{multiarch.name}/tags/list")["tags"]
+    expected = [*TAGS, *(f"{tag}-{arch}" for tag in TAGS for arch in ARCHES)]
+    assert sorted(tags) == sorted(expected)
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_multiarch_tag_is_a_manifest_list_of_amd64_and_arm64(
+    multiarch: MultiArch, tag: str
+) -> None:
+    """Each entry names its platform and serves the very image config of that
+    architecture's local image."""
+    path = f"{PATH}/{multiarch.name}/manifests"
+    index = multiarch.registry.get(f"{path}/{tag}", accept=f"{MANIFEST_LIST}, {OCI_INDEX}")
+    assert index["mediaType"] == MANIFEST_LIST
+    entries = {entry["platform"]["architecture"]: entry for entry in index["manifests"]}
+    assert sorted(entries) == sorted(ARCHES)
+    assert {entry["platform"]["os"] for entry in entries.values()} == {"linux"}
+    for arch, entry in entries.items():
+        manifest = multiarch.registry.get(f"{path}/{entry['digest']}", accept=MANIFEST_V2)
+        local = docker.inspect(multiarch.local(tag, arch))["Id"]
+        assert manifest["config"]["digest"] == local, arch
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_pull_of_a_multiarch_tag_takes_the_platform_asked_for(
+    multiarch: MultiArch, arch: str
+) -> None:
+    """What FROM does on an amd64 or an arm64 host: docker pull --platform."""
+    ref = f"{multiarch.repository}:{VERSION}"
+    try:
+        docker.docker("pull", "-q", "--platform", f"linux/{arch}", ref)
+        pulled = docker.inspect(ref)
+    finally:
+        docker.docker("rmi", ref, check=False)
+    assert pulled["Architecture"] == arch
+    assert pulled["Id"] == docker.inspect(multiarch.local(VERSION, arch))["Id"]
+
+
+MULTIARCH_REFUSALS: dict[str, tuple[Callable[[dict[str, str], str], dict[str, str]], str]] = {
+    # scenario: (the local tags from (every tag make image gives, parent), what make says)
+    "an-arm64-image-missing": (
+        lambda tags, parent: {tag: tags[tag] for tag in tags if tag != "latest-base-arm64"},
+        "latest-base-arm64 does not exist",
+    ),
+    "an-amd64-image-tagged-arm64": (
+        lambda tags, parent: tags | {f"{VERSION}-arm64": parent},
+        f"{VERSION}-arm64 is built for amd64, not arm64",
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", MULTIARCH_REFUSALS)
+def test_multiarch_push_refuses_an_image_not_of_its_architecture(
+    scenario: str, parent_image: str, arm64_stand_ins: dict[str, str], registry: Registry
+) -> None:
+    tags, message = MULTIARCH_REFUSALS[scenario]
+    name = docker.unique("aiohttp-parent-test-refused")
+    local = copies(name, tags(multiarch_tags(parent_image, arm64_stand_ins), parent_image))
+    try:
+        result = push_both_variants(registry, name, "ARCHES=amd64 arm64")
+    finally:
+        docker.docker("rmi", *local, check=False)
+    assert result.returncode != 0
+    assert f"{name}:{message}" in result.stderr
+    assert "nothing pushed" in result.stderr
+    assert f"{PATH}/{name}" not in registry.repositories()
 
 
 # --- children FROM the registry, with each builder -----------------------------
