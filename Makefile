@@ -152,7 +152,8 @@ lint: tools
 	@$(PACKER_PLUGINS)
 	packer validate $(PACKER_VARS) .
 
-pytest: base
+# The collection test provisions a systemd stand-in too.
+pytest: base systemd-images
 	pytest
 
 # The hostile suite alone (also part of `make pytest`); rewrites docs/reliability.rst.
