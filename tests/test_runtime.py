@@ -160,3 +160,35 @@ def test_a_template_naming_an_unknown_value_is_refused(tmp_path: Path, monkeypat
     (tmp_path / "nginx-locations.conf.tmpl").write_text("location ${STATIC_PATH} {}\n")
     with pytest.raises(runtime.ConfigError, match=r"nginx-locations.conf.tmpl: \$\{STATIC_PATH\}"):
         runtime.render_site(runtime.Settings.from_env(APP, cpus=1), http2_directive=True)
+
+
+def test_a_reload_takes_the_settings_file_as_it_is_now(tmp_path: Path) -> None:
+    """The VM's settings file, rendered from the role's template, read back by
+    the new master of a reload: values survive quoting; names the file no
+    longer sets go, the rest of the environment stays."""
+    import jinja2
+
+    template = (ROOT / "roles/aiohttp_app/templates/etc/default/aiohttp-app.j2").read_text()
+    settings = {"APP_MODULE": "hello.app:create_app", "ODD": 'a "quoted" \\ value', "WORKERS": "3"}
+    env = jinja2.Environment(keep_trailing_newline=True)
+    env.filters["comment"] = lambda text: f"# {text}"  # Ansible's, for the header
+    text = env.from_string(template).render(
+        ansible_managed="managed", __aiohttp_app_environment=settings
+    )
+    (tmp_path / "env").write_text(text)
+    before = {
+        "PATH": "/usr/bin",
+        "GONE": "1",
+        "WORKERS": "2",
+        runtime.ENV_FILE_KEYS: "GONE WORKERS",
+    }
+    after = runtime.reloaded_environ(before, str(tmp_path / "env"))
+    assert {k: after[k] for k in settings} == settings
+    assert "GONE" not in after
+    assert after["PATH"] == "/usr/bin"
+    assert after[runtime.ENV_FILE_KEYS].split() == sorted([*settings, runtime.ENV_FILE_KEYS])
+
+
+def test_a_reload_without_the_settings_file_keeps_the_environment(tmp_path: Path) -> None:
+    env = {"WORKERS": "2", runtime.ENV_FILE_KEYS: "WORKERS"}
+    assert runtime.reloaded_environ(env, str(tmp_path / "missing")) == env

@@ -61,3 +61,9 @@ def test_access_log_goes_to_file(host) -> None:
         'timeout 10 sh -c \'until grep -q "GET / HTTP/1.1" /var/log/nginx/access.log; '
         "do sleep 0.2; done'"
     )
+
+
+def test_gunicorn_master_is_the_herders_child(host) -> None:
+    herder = host.check_output("supervisorctl -c /etc/supervisor/supervisord.conf pid gunicorn")
+    master = host.file("/run/aiohttp-parent/gunicorn/gunicorn.pid").content_string.strip()
+    assert host.check_output(f"awk '/^PPid:/ {{print $2}}' /proc/{master}/status") == herder

@@ -17,6 +17,7 @@ an address in gunicorn's forwarded_allow_ips (FORWARDED_ALLOW_IPS).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -72,7 +73,10 @@ def start_timeout() -> float:
 
 
 def announce_ready() -> None:
-    """The first worker to serve says so, and leaves the note nginx waits for."""
+    """The first worker to serve says so, and leaves the note nginx waits for.
+    The first of each master leaves one for gunicorn-herder's reload too."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(f"{runtime.APP_READY}.{os.getppid()}", os.O_WRONLY | os.O_CREAT, 0o644))
     try:
         os.close(os.open(runtime.APP_READY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
     except FileExistsError:

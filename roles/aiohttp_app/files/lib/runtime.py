@@ -1021,6 +1021,32 @@ def supervisor_env(s: Settings) -> dict[str, str]:
     }
 
 
+# The names the VM's settings file sets, set by it too: what a reload replaces.
+ENV_FILE_KEYS = "AIOHTTP_PARENT_ENV_KEYS"
+_ENV_FILE_LINE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def reloaded_environ(env: Mapping[str, str], path: str) -> dict[str, str]:
+    """env with the settings file's variables as the file has them now: those
+    it set before (ENV_FILE_KEYS) go, its current ones come in. The file is
+    the role's (KEY="value", with \\ and \" escaped, as systemd reads it)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        print(
+            f"aiohttp-parent: warning: {path}: {exc.strerror}; keeping the settings",
+            file=sys.stderr,
+        )
+        return dict(env)
+    current = {
+        m[1]: re.sub(r"\\(.)", r"\1", m[2])
+        for line in lines
+        if (m := _ENV_FILE_LINE.fullmatch(line.strip()))
+    }
+    kept = {k: v for k, v in env.items() if k not in env.get(ENV_FILE_KEYS, "").split()}
+    return kept | current
+
+
 def _accepts(bind: str) -> bool:
     """Whether a gunicorn bind address (unix:PATH, HOST:PORT) takes connections."""
     try:
@@ -1093,7 +1119,11 @@ def main(argv: list[str]) -> int:
         else:
             RUN_DIR.mkdir(parents=True, exist_ok=True)
             env = "".join(f"{k}={v}\n" for k, v in supervisor_env(settings).items())
-            (RUN_DIR / "supervisor.env").write_text(env)
+            path = RUN_DIR / "supervisor.env"
+            before = path.read_text() if path.exists() else None
+            path.write_text(env)
+            # The role restarts supervisord only when these change.
+            print("changed" if env != before else "unchanged")
     except ConfigError as exc:
         print(f"aiohttp-parent: error: {exc}", file=sys.stderr)
         return 78
