@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,10 +18,40 @@ from tests.service import served
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "examples/kubernetes"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
+SWARM_STACK = ROOT / "examples/swarm/stack.yaml"
+
+_spec = importlib.util.spec_from_file_location("role_docs", ROOT / "scripts/role_docs.py")
+role_docs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(role_docs)
+GRACEFUL_DEFAULT = next(
+    s.default for s in role_docs.load_runtime().SETTINGS if s.name == "GUNICORN_GRACEFUL_TIMEOUT"
+)
+
+
+def manifest(name: str) -> dict:
+    return yaml.safe_load((K8S / f"{name}.yaml").read_text())
 
 
 def deployment() -> dict:
-    return yaml.safe_load((K8S / "deployment.yaml").read_text())
+    return manifest("deployment")
+
+
+def hello_container() -> dict:
+    (container,) = deployment()["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def drain_budget(env: dict[str, str]) -> int:
+    """README, "Stopping": nginx, then gunicorn, each GUNICORN_GRACEFUL_TIMEOUT + 1 s."""
+    return 2 * (int(env.get("GUNICORN_GRACEFUL_TIMEOUT", GRACEFUL_DEFAULT)) + 1)
+
+
+def image_healthcheck() -> dict[str, int]:
+    """The HEALTHCHECK Packer writes into the image: seconds of each option, and retries."""
+    line = re.search(r"HEALTHCHECK (--[^\"]*?) CMD", (ROOT / "packer.pkr.hcl").read_text())
+    assert line, "packer.pkr.hcl writes the image's HEALTHCHECK"
+    options = dict(re.findall(r"--([a-z-]+)=(\d+)s?", line.group(1)))
+    return {key: int(value) for key, value in options.items()}
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[m.name for m in MANIFESTS])
@@ -46,11 +78,89 @@ def test_pod_meets_the_restricted_pod_security_standard() -> None:
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/run", "/tmp"}
 
 
-def test_grace_period_covers_the_drain() -> None:
+def test_grace_period_covers_the_pre_stop_pause_and_the_drain() -> None:
     pod = deployment()["spec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
-    graceful = int(env["GUNICORN_GRACEFUL_TIMEOUT"])
-    assert pod["terminationGracePeriodSeconds"] >= 2 * (graceful + 1)
+    container = hello_container()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # The pause lets kube-proxy and ingresses drop the pod before it drains.
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pause = int(command[1])
+    assert pause >= 5
+    # Kubernetes counts the grace period from the start of preStop.
+    assert pod["terminationGracePeriodSeconds"] >= pause + drain_budget(env)
+
+
+def test_rolling_update_never_goes_below_the_replica_count() -> None:
+    strategy = deployment()["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    # With nothing unavailable, only a surge lets the rollout progress.
+    assert strategy["rollingUpdate"]["maxSurge"] not in (0, "0%")
+
+
+def test_service_and_disruption_budget_select_the_deployments_pods() -> None:
+    dep = deployment()
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    assert manifest("service")["spec"]["selector"] == selector
+    pdb = manifest("pdb")
+    assert pdb["spec"]["selector"] == {"matchLabels": selector}
+    # At the fewest replicas the autoscaler keeps, an eviction leaves one serving.
+    assert manifest("hpa")["spec"]["minReplicas"] - pdb["spec"]["maxUnavailable"] >= 1
+
+
+def test_autoscaler_scales_the_deployment_on_what_its_pods_request() -> None:
+    dep, hpa = deployment(), manifest("hpa")
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == (
+        dep["apiVersion"],
+        dep["kind"],
+        dep["metadata"]["name"],
+    )
+    # The autoscaler owns the count: a replicas field would reset it on apply.
+    assert "replicas" not in dep["spec"]
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    requests = hello_container()["resources"]["requests"]
+    for metric in hpa["spec"]["metrics"]:
+        if metric["type"] == "Resource" and metric["resource"]["target"]["type"] == "Utilization":
+            # Utilization is a share of the request: without one there is none.
+            assert metric["resource"]["name"] in requests
+
+
+def test_pods_request_what_they_need_within_their_limits() -> None:
+    resources = hello_container()["resources"]
+    assert set(resources["requests"]) == {"cpu", "memory"}
+    assert set(resources["limits"]) == {"cpu", "memory"}
+    quantity = {"m": 0.001, "Mi": 2**20, "Gi": 2**30, "": 1}
+
+    def value(q: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(m|Mi|Gi|)", q).groups()
+        return float(number) * quantity[unit]
+
+    for name in ("cpu", "memory"):
+        assert value(resources["requests"][name]) <= value(resources["limits"][name])
+    # WEB_CONCURRENCY follows the CPU limit: one worker, as in compose.yaml.
+    assert resources["limits"]["cpu"] == "1"
+
+
+def test_probes_ask_what_the_image_healthcheck_asks_on_its_terms() -> None:
+    container = hello_container()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    check = image_healthcheck()
+    probes = {kind: container[f"{kind}Probe"] for kind in ("startup", "readiness", "liveness")}
+    for probe in probes.values():
+        assert probe["httpGet"] == {"path": env["HEALTHCHECK_PATH"], "port": "http"}
+        assert probe.get("timeoutSeconds", 1) <= check["timeout"]
+    live = probes["liveness"]
+    assert (live["periodSeconds"], live["timeoutSeconds"], live["failureThreshold"]) == (
+        check["interval"],
+        check["timeout"],
+        check["retries"],
+    )
+    startup = probes["startup"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= check["start-period"]
 
 
 def test_image_runs_under_the_pods_restrictions(example_image: str) -> None:
@@ -76,6 +186,9 @@ def test_image_runs_under_the_pods_restrictions(example_image: str) -> None:
             lambda: docker.state(svc.name)["Health"]["Status"] != "starting", timeout=30
         )
         assert docker.state(svc.name)["Health"]["Status"] == "healthy"
+        # The preStop hook's command is in the image and runs as the pod's user.
+        pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert docker.docker("exec", svc.name, *pre_stop, check=False).returncode == 0
 
 
 def test_compose_file_is_valid(tmp_path: Path) -> None:
@@ -91,6 +204,39 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     service = yaml.safe_load(result.stdout)["services"]["hello"]
     assert service["read_only"] is True
     assert service["healthcheck"]["test"][-1] == "/usr/local/lib/aiohttp-parent/healthcheck"
+
+
+def seconds(duration: str) -> int:
+    return int(duration.removesuffix("s"))
+
+
+def test_swarm_stack_file_is_valid_and_fits_the_image() -> None:
+    # `docker stack config` reads the file as `docker stack deploy` does,
+    # without a swarm. tests/test_swarm.py deploys it.
+    result = docker.docker("stack", "config", "-c", str(SWARM_STACK))
+    stack = yaml.safe_load(result.stdout)
+    hello = stack["services"]["hello"]
+    check = image_healthcheck()
+    assert hello["healthcheck"]["test"] == ["CMD", "/usr/local/lib/aiohttp-parent/healthcheck"]
+    assert {
+        "interval": seconds(hello["healthcheck"]["interval"]),
+        "timeout": seconds(hello["healthcheck"]["timeout"]),
+        "start-period": seconds(hello["healthcheck"]["start_period"]),
+        "retries": hello["healthcheck"]["retries"],
+    } == check
+    assert seconds(hello["stop_grace_period"]) >= drain_budget(hello["environment"])
+    update = hello["deploy"]["update_config"]
+    assert (update["order"], update["failure_action"]) == ("start-first", "rollback")
+    assert hello["deploy"]["rollback_config"]["order"] == "start-first"
+    assert hello["deploy"]["endpoint_mode"] == "dnsrr"
+    for name, service in stack["services"].items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert service["user"] == "10001:0", name
+        # `docker stack deploy` drops the short tmpfs form without a word.
+        assert "tmpfs" not in service, name
+        tmpfs = {v["target"] for v in service["volumes"] if v["type"] == "tmpfs"}
+        assert "/tmp" in tmpfs, name
 
 
 # --- without ONBUILD -----------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import socket
 
 from aiohttp import WSMsgType, web
 
@@ -42,6 +43,10 @@ async def whoami(request: web.Request) -> web.Response:
             "scheme": request.scheme,
             "host": request.host,
             "seen": request.app[SEEN],
+            # Which replica and which release answered (a container's
+            # hostname is its id; HELLO_VERSION is set by an image or a run).
+            "hostname": socket.gethostname(),
+            "version": os.environ.get("HELLO_VERSION", ""),
         }
     )
 
