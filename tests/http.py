@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 from dataclasses import dataclass, field
 
@@ -46,3 +47,10 @@ def answers(port: int, path: str = "/") -> bool:
         return request(port, path, timeout=2).status < 500
     except OSError:
         return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on at HOST ("" for every interface)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

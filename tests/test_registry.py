@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -58,12 +57,6 @@ def push_both_variants(registry: Registry, name: str, *variables: str) -> docker
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Registry:
     host: str  # 127.0.0.1:PORT
@@ -85,7 +78,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     binary = shutil.which("docker-registry")
     assert binary, "docker-registry is missing: make host (or apt-get install docker-registry)"
     root = tmp_path_factory.mktemp("registry")
-    port = free_port()
+    port = http.free_port()
     config = {
         "version": 0.1,
         "log": {"level": "warn"},

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests import docker
+from tests.http import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -146,13 +147,6 @@ def releases(
             docker.docker("rmi", "-f", *tags.values(), check=False)
 
 
-def free_port() -> int:
-    # Host-mode ports are bound on every interface: the port must be free on all.
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Stack:
     name: str
@@ -250,7 +244,8 @@ class Stack:
 def stack(swarm: None, releases: dict[str, str], parent_image: str) -> Iterator[Stack]:
     """examples/swarm/stack.yaml with release v1, its load balancer on a free
     port; removed afterwards (its tasks and network gone before the swarm is left)."""
-    st = Stack(docker.unique("apswarm"), free_port(), parent_image)
+    # Host-mode ports are bound on every interface: the port must be free on all.
+    st = Stack(docker.unique("apswarm"), free_port(""), parent_image)
     try:
         start = time.monotonic()
         st.deploy(releases["v1"])
