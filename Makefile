@@ -55,8 +55,10 @@ PACKER_VARS = \
 	-var build_inputs_digest=$(BUILD_INPUTS_DIGEST)
 
 # Role scenarios run in plain containers; `image` runs playbooks/image.yml;
-# `vm` runs playbooks/vm.yml on systemd, for each Debian release.
-MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
+# `fleet` rolls playbooks/vm.yml out to three systemd hosts behind HAProxy,
+# under load (about 15 minutes); `vm` runs playbooks/vm.yml on systemd, for
+# each Debian release.
+MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image fleet
 MOLECULE_DISTROS := trixie bookworm
 
 .PHONY: help host tools base image push lint test test-reliability test-arm64 pytest molecule systemd-images bench clean
