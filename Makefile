@@ -59,7 +59,7 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools base image push lint test test-reliability test-arm64 pytest molecule systemd-images bench clean
+.PHONY: help host tools base image push lint test test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
@@ -67,6 +67,7 @@ help:
 	@echo "             ARCHES=\"amd64 arm64\": each tag a manifest list of both images"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
+	@echo "make test-fleet    the rolling deploy across three VMs behind HAProxy (part of make test)"
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
 	@echo "make image ARCH=arm64    the arm64 image, under QEMU emulation (slow: README.rst, \"arm64\")"
 	@echo "make test-arm64    that image, then a child of it must be arm64 and serve HTTP"
@@ -184,7 +185,12 @@ molecule: base systemd-images
 		echo "== molecule vm ($$d)"; MOLECULE_DISTRO=$$d sh scripts/molecule-vm.sh || exit 1; \
 	done
 
-test: lint pytest molecule
+# playbooks/vm.yml rolled out to three systemd hosts behind HAProxy, under
+# load (about 15 minutes): part of `make test`, and on its own.
+test-fleet: systemd-images
+	molecule test -s fleet
+
+test: lint pytest molecule test-fleet
 
 # This image against bench/peer's classic Dockerfile (about 7 min); writes
 # bench/results/latest.{md,json,png}. Not part of `make test` (a smoke run is).

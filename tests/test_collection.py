@@ -103,6 +103,7 @@ def test_build_leaves_out_the_image_build_and_the_tests(members: set[str], path:
         "CHANGELOG.rst",
         "meta/runtime.yml",
         "playbooks/vm.yml",
+        "playbooks/tasks/lb-haproxy.yml",
         "playbooks/vars/runtime-nginx.yml",
         "examples/hello/hello/app.py",
         *(f"roles/{role}/tasks/main.yml" for role in [*VM_ROLES, "container"]),
