@@ -62,19 +62,19 @@ variable "base_image" {
 variable "aiohttp_version" {
   type        = string
   default     = ""
-  description = "aiohttp version; empty means the pin in roles/python_venv/defaults/main.yml."
+  description = "aiohttp version; empty means the pin in roles/python_venv/defaults/main.yml. Another version installs the whole venv unlocked (no hashes), as the lock is made from the pins."
 }
 
 variable "gunicorn_version" {
   type        = string
   default     = ""
-  description = "gunicorn version; empty means the pin in roles/python_venv/defaults/main.yml."
+  description = "gunicorn version; empty means the pin in roles/python_venv/defaults/main.yml. Another version installs the whole venv unlocked (no hashes), as the lock is made from the pins."
 }
 
 variable "uvloop_version" {
   type        = string
   default     = ""
-  description = "uvloop version; empty means the pin in roles/python_venv/defaults/main.yml."
+  description = "uvloop version; empty means the pin in roles/python_venv/defaults/main.yml. Another version installs the whole venv unlocked (no hashes), as the lock is made from the pins."
 }
 
 variable "ca_certificates" {
@@ -127,6 +127,9 @@ locals {
     gunicorn = var.gunicorn_version != "" ? var.gunicorn_version : local.pins.python_venv_gunicorn_version
     uvloop   = var.uvloop_version != "" ? var.uvloop_version : local.pins.python_venv_uvloop_version
   }
+  # The venv's lock (roles/python_venv/files/requirements.lock) is made from
+  # the role's pins: other versions install unlocked, without hashes.
+  locked         = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
   python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]
   # amd64 keeps plain tags; another architecture's tags (and its offline base
   # image's) end in -<arch>, one tag per architecture for a manifest list.
@@ -153,6 +156,7 @@ locals {
     "aiohttp-parent.gunicorn.version"      = local.versions.gunicorn
     "aiohttp-parent.uvloop.version"        = local.versions.uvloop
     "aiohttp-parent.python.version"        = local.python_version
+    "aiohttp-parent.venv.locked"           = local.locked ? "true" : "false"
     "aiohttp-parent.debian.release"        = var.debian_release
     "aiohttp-parent.build.inputs"          = var.build_inputs_digest
   }
@@ -235,12 +239,12 @@ build {
     playbook_file = "${path.root}/playbooks/image.yml"
     user          = "root"
     # Talk to the build container through `docker exec`, not Packer's SSH proxy.
-    extra_arguments = [
+    extra_arguments = concat([
       "-e", "ansible_connection=community.docker.docker",
       "-e", "ansible_host=${build.ID}",
       "-e", "ansible_python_interpreter=/usr/bin/python3",
       "-e", jsonencode(local.ansible_vars),
-    ]
+    ], local.locked ? [] : ["-e", jsonencode({ python_venv_lock_file = "" })])
     ansible_env_vars = [
       "ANSIBLE_CONFIG=${path.root}/ansible.cfg",
       "ANSIBLE_FORCE_COLOR=0",
