@@ -33,8 +33,12 @@ TAG_LATEST ?= true
 # leaving it in the image unless CA_CERTIFICATES_KEEP=true.
 CA_CERTIFICATES ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 CA_CERTIFICATES_KEEP ?= false
+# The time every file the build makes gets (README.rst, "Reproducible
+# builds"): that of the last commit that changed the build's inputs, so two
+# builds of them agree. Empty (no git): the times of the build.
+SOURCE_DATE_EPOCH ?= $(shell python3 scripts/image_inputs.py --source-date-epoch)
 # Inputs besides the files (scripts/image_inputs.py): a change rebuilds.
-BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES))
+BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES)) $(SOURCE_DATE_EPOCH)
 BUILD_INPUTS_DIGEST = $(shell python3 scripts/image_inputs.py $(BUILD_SETTINGS))
 
 comma := ,
@@ -52,6 +56,7 @@ PACKER_VARS = \
 	-var 'ca_certificates=$(ca_list)' \
 	-var ca_certificates_keep=$(CA_CERTIFICATES_KEEP) \
 	-var source_revision=$(shell git rev-parse --short HEAD 2>/dev/null) \
+	-var source_date_epoch=$(SOURCE_DATE_EPOCH) \
 	-var build_inputs_digest=$(BUILD_INPUTS_DIGEST)
 
 # Role scenarios run in plain containers; `image` runs playbooks/image.yml;
