@@ -33,8 +33,12 @@ TAG_LATEST ?= true
 # leaving it in the image unless CA_CERTIFICATES_KEEP=true.
 CA_CERTIFICATES ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 CA_CERTIFICATES_KEEP ?= false
+# The time every file the build makes gets (README.rst, "Reproducible
+# builds"): that of the last commit that changed the build's inputs, so two
+# builds of them agree. Empty (no git): the times of the build.
+SOURCE_DATE_EPOCH ?= $(shell python3 scripts/image_inputs.py --source-date-epoch)
 # Inputs besides the files (scripts/image_inputs.py): a change rebuilds.
-BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES))
+BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES)) $(SOURCE_DATE_EPOCH)
 BUILD_INPUTS_DIGEST = $(shell python3 scripts/image_inputs.py $(BUILD_SETTINGS))
 
 comma := ,
@@ -52,6 +56,7 @@ PACKER_VARS = \
 	-var 'ca_certificates=$(ca_list)' \
 	-var ca_certificates_keep=$(CA_CERTIFICATES_KEEP) \
 	-var source_revision=$(shell git rev-parse --short HEAD 2>/dev/null) \
+	-var source_date_epoch=$(SOURCE_DATE_EPOCH) \
 	-var build_inputs_digest=$(BUILD_INPUTS_DIGEST)
 
 # Role scenarios run in plain containers; `image` runs playbooks/image.yml;
@@ -59,13 +64,14 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools base image push lint test test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
+.PHONY: help host tools lock base image push lint test test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
 	@echo "make push REGISTRY=host[:port][/path]    publish what make image tagged, -base too;"
 	@echo "             ARCHES=\"amd64 arm64\": each tag a manifest list of both images"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
+	@echo "make lock    regenerate every lock file from its top-level pins (scripts/lock.py; needs PyPI)"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
 	@echo "make test-fleet    the rolling deploy across three VMs behind HAProxy (part of make test)"
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
@@ -76,19 +82,27 @@ help:
 # Root, apt and Docker: what building and running images needs. Every goal but
 # these sets the host up first, before the venv too (Debian's python3-venv):
 # so `make test` has Packer for its lint, while `make lint` alone needs no root.
-NO_HOST_GOALS := help tools lint clean
+NO_HOST_GOALS := help tools lock lint clean
 HOST_FIRST := $(if $(filter-out $(NO_HOST_GOALS),$(MAKECMDGOALS)),host)
 
 host:
 	@sh scripts/host-setup.sh
 
-$(VENV)/.installed: requirements-tools.txt scripts/tool-venv.py | $(HOST_FIRST)
-	@echo "tools: creating $(VENV) from requirements-tools.txt"
-	python3 scripts/tool-venv.py $(VENV) requirements-tools.txt
+$(VENV)/.installed: requirements-tools.lock requirements-collections.lock scripts/tool-venv.py | $(HOST_FIRST)
+	@echo "tools: creating $(VENV) from requirements-tools.lock"
+	python3 scripts/tool-venv.py $(VENV) requirements-tools.lock requirements-collections.lock
 	@touch $@
 
-# The Python tool venv (linters included, shellcheck too): pip only, any user.
+# The Python tool venv (linters included, shellcheck too): pip only, any user,
+# every package hash-checked from requirements-tools.lock.
 tools: $(VENV)/.installed
+
+# Every lock file from its top-level pins, with uv from the tool venv: the
+# venv's (from roles/python_venv/defaults/main.yml), the tool venv's (from
+# requirements-tools.txt), the ansible wheel's. The table is LOCKS in
+# scripts/lock.py: one line there adds a lock; tests/test_lock.py checks each.
+lock: tools
+	python3 scripts/lock.py
 
 # Another architecture than the host's needs QEMU; emulation.sh checks (and
 # as root sets up) that, and does nothing for the host's own.

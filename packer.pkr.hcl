@@ -62,19 +62,19 @@ variable "base_image" {
 variable "aiohttp_version" {
   type        = string
   default     = ""
-  description = "aiohttp version; empty means the pin in roles/python_venv/defaults/main.yml."
+  description = "aiohttp version; empty means the pin in roles/python_venv/defaults/main.yml. Another version installs the whole venv unlocked (no hashes), as the lock is made from the pins."
 }
 
 variable "gunicorn_version" {
   type        = string
   default     = ""
-  description = "gunicorn version; empty means the pin in roles/python_venv/defaults/main.yml."
+  description = "gunicorn version; empty means the pin in roles/python_venv/defaults/main.yml. Another version installs the whole venv unlocked (no hashes), as the lock is made from the pins."
 }
 
 variable "uvloop_version" {
   type        = string
   default     = ""
-  description = "uvloop version; empty means the pin in roles/python_venv/defaults/main.yml."
+  description = "uvloop version; empty means the pin in roles/python_venv/defaults/main.yml. Another version installs the whole venv unlocked (no hashes), as the lock is made from the pins."
 }
 
 variable "ca_certificates" {
@@ -105,6 +105,16 @@ variable "build_inputs_digest" {
   description = "Digest of the files the image is built from; the test suite uses it to reuse an up-to-date image."
 }
 
+variable "source_date_epoch" {
+  type        = string
+  default     = ""
+  description = "Unix time (SOURCE_DATE_EPOCH; make: the commit's time) that every file the build creates or changes gets as its mtime, so two builds of one commit give the same files and times. Empty: the times of the build."
+  validation {
+    condition     = regex_replace(var.source_date_epoch, "^[0-9]*$", "") == ""
+    error_message = "The source_date_epoch must be a Unix time in seconds, such as the output of git log -1 --format=%ct, or empty."
+  }
+}
+
 variable "source_revision" {
   type        = string
   default     = ""
@@ -127,6 +137,11 @@ locals {
     gunicorn = var.gunicorn_version != "" ? var.gunicorn_version : local.pins.python_venv_gunicorn_version
     uvloop   = var.uvloop_version != "" ? var.uvloop_version : local.pins.python_venv_uvloop_version
   }
+  # The venv's lock (roles/python_venv/files/requirements.lock) is made from
+  # the role's pins: other versions install unlocked, without hashes.
+  locked = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
+  # Marks the start of the build in the build container (source_date_epoch).
+  build_start    = "/var/tmp/aiohttp-parent-build-start"
   python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]
   # amd64 keeps plain tags; another architecture's tags (and its offline base
   # image's) end in -<arch>, one tag per architecture for a manifest list.
@@ -153,6 +168,7 @@ locals {
     "aiohttp-parent.gunicorn.version"      = local.versions.gunicorn
     "aiohttp-parent.uvloop.version"        = local.versions.uvloop
     "aiohttp-parent.python.version"        = local.python_version
+    "aiohttp-parent.venv.locked"           = local.locked ? "true" : "false"
     "aiohttp-parent.debian.release"        = var.debian_release
     "aiohttp-parent.build.inputs"          = var.build_inputs_digest
   }
@@ -223,9 +239,11 @@ source "docker" "parent" {
 build {
   sources = ["source.docker.parent"]
 
-  # Ansible needs a Python on the target; the base image is minbase.
+  # Ansible needs a Python on the target; the base image is minbase. The
+  # marker dates the start: what is newer, the build made (source_date_epoch).
   provisioner "shell" {
     inline = [
+      "touch ${local.build_start}",
       "apt-get update -qq",
       "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null",
     ]
@@ -235,21 +253,33 @@ build {
     playbook_file = "${path.root}/playbooks/image.yml"
     user          = "root"
     # Talk to the build container through `docker exec`, not Packer's SSH proxy.
-    extra_arguments = [
+    extra_arguments = concat([
       "-e", "ansible_connection=community.docker.docker",
       "-e", "ansible_host=${build.ID}",
       "-e", "ansible_python_interpreter=/usr/bin/python3",
       "-e", jsonencode(local.ansible_vars),
-    ]
+    ], local.locked ? [] : ["-e", jsonencode({ python_venv_lock_file = "" })])
     ansible_env_vars = [
       "ANSIBLE_CONFIG=${path.root}/ansible.cfg",
       "ANSIBLE_FORCE_COLOR=0",
     ]
   }
 
-  # Ansible keeps its remote temp directory under root's home.
+  # Ansible keeps its remote temp directory under root's home. Then every
+  # file the build made or changed gets source_date_epoch as its time (files
+  # from Debian's packages keep theirs): the same times in every build. The
+  # script runs from the upload mount, outside the image, so that Packer's
+  # removal of it afterwards changes no time in the image.
   provisioner "shell" {
-    inline = ["rm -rf /root/.ansible"]
+    remote_folder = "/mnt"
+    inline = concat(
+      ["rm -rf /root/.ansible"],
+      var.source_date_epoch == "" ? ["rm ${local.build_start}"] : [
+        "find / -xdev -newer ${local.build_start} -print0 >/mnt/aiohttp-parent-clamp",
+        "rm ${local.build_start}",
+        "xargs -0 -r touch --no-dereference --date=@${var.source_date_epoch} </mnt/aiohttp-parent-clamp ${dirname(local.build_start)}",
+      ],
+    )
   }
 
   post-processor "docker-tag" {

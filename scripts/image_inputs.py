@@ -3,6 +3,8 @@
     image_inputs.py [SETTING ...]                 print the digest
     image_inputs.py --up-to-date TAG [TAG ...] -- [SETTING ...]
                                                   exit 0 if every TAG carries it
+    image_inputs.py --source-date-epoch           the time of the last commit that
+                                                  changed an input (empty outside git)
 
 The digest covers the tracked and untracked (not ignored) files under the
 build's inputs, as they are in the working tree, plus the settings given
@@ -52,7 +54,23 @@ def label(tag: str) -> str | None:
     return (json.loads(proc.stdout)[0]["Config"]["Labels"] or {}).get(LABEL)
 
 
+def source_date_epoch() -> str:
+    """The build's SOURCE_DATE_EPOCH: it moves only when the inputs do, so an
+    image stays up to date across commits that leave them alone."""
+    proc = subprocess.run(
+        ["git", "log", "-1", "--format=%ct", "--", *INPUTS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--source-date-epoch"]:
+        print(source_date_epoch())
+        return 0
     if argv[:1] == ["--up-to-date"]:
         tags, _, settings = " ".join(argv[1:]).partition(" -- ")
         wanted = digest(settings.split())

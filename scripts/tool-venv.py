@@ -1,7 +1,9 @@
-"""Create the tool venv and unpack the Ansible collections it needs.
+"""Create the tool venv from its lock and unpack the Ansible collections it needs.
 
+Every package comes from the lock, hash-checked (`make lock` writes it).
 Galaxy cannot be reached, so the collections come from the `ansible` wheel on
-PyPI: only the ones named below are extracted (a few MB instead of ~500 MB).
+PyPI, itself locked with its hash: only the collections named below are
+extracted (a few MB instead of ~500 MB).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import venv
 import zipfile
 from pathlib import Path
 
-ANSIBLE_WHEEL = "ansible==12.3.0"
 COLLECTIONS = ("community/docker", "ansible/posix")
 
 
@@ -22,9 +23,9 @@ def run(*cmd: str | Path) -> None:
     subprocess.run([str(c) for c in cmd], check=True)
 
 
-def extract_collections(pip: Path, dest: Path) -> None:
+def extract_collections(pip: Path, lock: Path, dest: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        run(pip, "download", "--quiet", "--no-deps", "--dest", tmp, ANSIBLE_WHEEL)
+        run(pip, "download", "--quiet", "--no-deps", "--require-hashes", "--dest", tmp, "-r", lock)
         (wheel,) = Path(tmp).glob("ansible-*.whl")
         prefixes = tuple(f"ansible_collections/{c}/" for c in COLLECTIONS)
         with zipfile.ZipFile(wheel) as archive:
@@ -35,7 +36,8 @@ def extract_collections(pip: Path, dest: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("venv", type=Path)
-    parser.add_argument("requirements", type=Path)
+    parser.add_argument("lock", type=Path, help="the tool venv's lock")
+    parser.add_argument("collections_lock", type=Path, help="the lock of the ansible wheel")
     args = parser.parse_args()
 
     # clear=True empties a symlink's target, then fails on the link itself:
@@ -44,8 +46,16 @@ def main() -> int:
         sys.exit(f"tool-venv: {args.venv} is a symlink; refusing to empty what it points to")
     venv.EnvBuilder(with_pip=True, clear=True).create(args.venv)
     pip = args.venv / "bin" / "pip"
-    run(pip, "install", "--quiet", "--disable-pip-version-check", "-r", args.requirements)
-    extract_collections(pip, args.venv / "collections")
+    run(
+        pip,
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--require-hashes",
+        "-r",
+        args.lock,
+    )
+    extract_collections(pip, args.collections_lock, args.venv / "collections")
     return 0
 
 

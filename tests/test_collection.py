@@ -90,6 +90,9 @@ def members(tarball: Path) -> set[str]:
         ".config",
         "pyproject.toml",
         "requirements-tools.txt",
+        "requirements-tools.lock",
+        "requirements-collections.txt",
+        "requirements-collections.lock",
     ],
 )
 def test_build_leaves_out_the_image_build_and_the_tests(members: set[str], path: str) -> None:

@@ -58,6 +58,12 @@ def play(
             r"python_venv_python_version=three is not valid",
         ),
         (
+            "python_venv",
+            {"python_venv_aiohttp_version": "3.0.0"},
+            r"asks for aiohttp==3\.0\.0, but the lock requirements\.lock does not pin it "
+            r"\(aiohttp==[0-9.]+\)\. After changing a pin",
+        ),
+        (
             "aiohttp_app",
             {"aiohttp_app_module": "hello.app:app", "aiohttp_app_env": {"PORT": 70000}},
             "PORT=70000 is out of range",
@@ -74,6 +80,7 @@ def play(
         "log-level",
         "programs",
         "python-format",
+        "pin-not-locked",
         "port",
         "workers",
         "no-module",
