@@ -105,6 +105,22 @@ variable "build_inputs_digest" {
   description = "Digest of the files the image is built from; the test suite uses it to reuse an up-to-date image."
 }
 
+variable "source_date" {
+  type        = string
+  default     = ""
+  description = "Date of the source revision (RFC 3339, e.g. `git log -1 --format=%cI`), for the org.opencontainers.image.created label: two builds of one commit carry the same date."
+  validation {
+    condition     = var.source_date == "" || can(formatdate("YYYY", var.source_date))
+    error_message = "The source_date must be an RFC 3339 date such as 2026-11-26T12:00:00+00:00 (git log -1 --format=%cI), or empty."
+  }
+}
+
+variable "base_image_digest" {
+  type        = string
+  default     = ""
+  description = "Digest of the base image, for the org.opencontainers.image.base.digest label: its registry digest when it has one, else its local image ID (a base made by docker import has no registry digest)."
+}
+
 variable "source_revision" {
   type        = string
   default     = ""
@@ -142,19 +158,24 @@ locals {
     image_keep_ca_certificates   = var.ca_certificates_keep
   }
 
+  # aiohttp-parent.sbom: where the image's CycloneDX SBOM is, written at the
+  # end of the build (`docker run IMAGE sbom` makes a new one).
   labels = {
     "org.opencontainers.image.title"       = "aiohttp-parent"
     "org.opencontainers.image.description" = "Parent image for aiohttp/gunicorn services: nginx + gunicorn (uvloop) under supervisord, ONBUILD child contract"
     "org.opencontainers.image.version"     = local.image_version
     "org.opencontainers.image.revision"    = var.source_revision
+    "org.opencontainers.image.created"     = var.source_date
     "org.opencontainers.image.licenses"    = "MIT"
     "org.opencontainers.image.base.name"   = local.base_image
+    "org.opencontainers.image.base.digest" = var.base_image_digest
     "aiohttp-parent.aiohttp.version"       = local.versions.aiohttp
     "aiohttp-parent.gunicorn.version"      = local.versions.gunicorn
     "aiohttp-parent.uvloop.version"        = local.versions.uvloop
     "aiohttp-parent.python.version"        = local.python_version
     "aiohttp-parent.debian.release"        = var.debian_release
     "aiohttp-parent.build.inputs"          = var.build_inputs_digest
+    "aiohttp-parent.sbom"                  = local.contract.aiohttp_parent_sbom_file
   }
 
   # The child-image contract, run in this order by `FROM aiohttp-parent`:
@@ -218,6 +239,9 @@ source "docker" "parent" {
   # could not write to it).
   container_dir = "/mnt"
   changes       = local.all_changes
+  # The layer's comment in `docker history` (the base layer's says how
+  # scripts/base-image.sh made it).
+  message = "packer build of aiohttp-parent ${local.image_version} (${local.variant}): playbooks/image.yml on ${local.base_image}, source revision ${var.source_revision}"
 }
 
 build {
