@@ -90,6 +90,11 @@ def test_the_shipped_sbom_is_valid_cyclonedx(shipped_text: str, shipped: dict[st
     assert JsonStrictValidator(version).validate_str(shipped_text) is None
 
 
+def test_sbom_prints_the_shipped_sbom_again(parent_image: str, shipped_text: str) -> None:
+    """Reproducible: no timestamp or serial, so the same packages, the same bytes."""
+    assert docker.run(parent_image, "sbom", check=True).stdout == shipped_text
+
+
 def test_the_sbom_lists_every_debian_package(parent_image: str, shipped: dict[str, Any]) -> None:
     query = docker.run(
         parent_image, "dpkg-query", "-W", "-f", "${Package} ${Version}\\n", check=True
