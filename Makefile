@@ -68,7 +68,7 @@ PACKER_VARS = \
 
 # Role scenarios run in plain containers; `image` runs playbooks/image.yml;
 # `vm` runs playbooks/vm.yml on systemd, for each Debian release.
-MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
+MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container sbom image
 MOLECULE_DISTROS := trixie bookworm
 
 .PHONY: help host tools base image audit push lint test test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
