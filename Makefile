@@ -34,11 +34,20 @@ TAG_LATEST ?= true
 CA_CERTIFICATES ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 CA_CERTIFICATES_KEEP ?= false
 # The time every file the build makes gets (README.rst, "Reproducible
-# builds"): that of the last commit that changed the build's inputs, so two
-# builds of them agree. Empty (no git): the times of the build.
+# builds"), and its org.opencontainers.image.created label: that of the last
+# commit that changed the build's inputs, so two builds of them agree. Empty
+# (no git): the times of the build, and no created label.
 SOURCE_DATE_EPOCH ?= $(shell python3 scripts/image_inputs.py --source-date-epoch)
-# Inputs besides the files (scripts/image_inputs.py): a change rebuilds.
-BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES)) $(SOURCE_DATE_EPOCH)
+# The base image's digest (a label): its registry digest, or, for a base made
+# by `docker import` (which has none), its image ID. Expanded when used, after
+# `make base` made the base.
+BASE_IMAGE_DIGEST = $(shell docker image inspect -f '{{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}{{.Id}}{{end}}' \
+	$(BASE_IMAGE) 2>/dev/null | sed 's/.*@//')
+# Inputs besides the files (scripts/image_inputs.py): a change rebuilds, a new
+# base image too (its digest).
+BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(BASE_IMAGE_DIGEST) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES)) $(SOURCE_DATE_EPOCH)
+# `make image` copies each image's SBOM here; `make audit` reads it.
+SBOM_DIR := build/sbom
 BUILD_INPUTS_DIGEST = $(shell python3 scripts/image_inputs.py $(BUILD_SETTINGS))
 
 comma := ,
@@ -57,14 +66,15 @@ PACKER_VARS = \
 	-var ca_certificates_keep=$(CA_CERTIFICATES_KEEP) \
 	-var source_revision=$(shell git rev-parse --short HEAD 2>/dev/null) \
 	-var source_date_epoch=$(SOURCE_DATE_EPOCH) \
+	-var base_image_digest=$(BASE_IMAGE_DIGEST) \
 	-var build_inputs_digest=$(BUILD_INPUTS_DIGEST)
 
 # Role scenarios run in plain containers; `image` runs playbooks/image.yml;
 # `vm` runs playbooks/vm.yml on systemd, for each Debian release.
-MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container image
+MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container sbom image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools lock base image push lint test test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
+.PHONY: help host tools lock base image audit push lint test test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
@@ -72,6 +82,8 @@ help:
 	@echo "             ARCHES=\"amd64 arm64\": each tag a manifest list of both images"
 	@echo "make test    lint, image and child-contract tests, molecule scenarios"
 	@echo "make lock    regenerate every lock file from its top-level pins (scripts/lock.py; needs PyPI)"
+	@echo "make audit   known vulnerabilities in the image's SBOM (AUDIT_IMAGE=... for another image);"
+	@echo "             fails, saying so, when no vulnerability source can be reached"
 	@echo "make lint    linters only;  make pytest / make molecule    one half of the suite"
 	@echo "make test-fleet    the rolling deploy across three VMs behind HAProxy (part of make test)"
 	@echo "make test-reliability    load, faults, bad input, security (docs/reliability.rst)"
@@ -138,7 +150,25 @@ image: base
 		fi; \
 		arch=$$(docker image inspect -f '{{.Architecture}}' "$$tag"); \
 		[ "$$arch" = $(ARCH) ] || { echo "image: error: $$tag is $$arch, not $(ARCH)" >&2; exit 1; }; \
+		sbom=$$(docker image inspect -f '{{index .Config.Labels "aiohttp-parent.sbom"}}' "$$tag"); \
+		mkdir -p $(SBOM_DIR) && docker run --rm "$$tag" cat "$$sbom" >"$(SBOM_DIR)/$${tag//[:\/]/_}.cdx.json"; \
+		echo "image: $$tag's SBOM: $(SBOM_DIR)/$${tag//[:\/]/_}.cdx.json"; \
 	done
+
+# Known vulnerabilities in AUDIT_IMAGE's SBOM (what `docker run IMAGE sbom`
+# prints, or the file SBOM names): pip-audit against OSV for its Python
+# packages, debsecan against Debian's security tracker for its Debian ones
+# (scripts/audit.py). It passes only when both audited every package and found
+# nothing; an unreachable source fails, saying which and that nothing was
+# audited. AUDIT_OSV_URL and AUDIT_DEBSECAN_SOURCE point to mirrors.
+AUDIT_IMAGE ?= $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX)
+SBOM ?=
+AUDIT_OSV_URL ?=
+AUDIT_DEBSECAN_SOURCE ?=
+audit: host tools
+	python3 scripts/audit.py '$(AUDIT_IMAGE)' $(if $(SBOM),--sbom '$(SBOM)') \
+		$(if $(AUDIT_OSV_URL),--osv-url '$(AUDIT_OSV_URL)') \
+		$(if $(AUDIT_DEBSECAN_SOURCE),--debsecan-source '$(AUDIT_DEBSECAN_SOURCE)')
 
 # Publish every tag `make image` gives both variants to $(REGISTRY)/$(IMAGE_NAME),
 # building nothing: scripts/push.sh asks Packer for the names and tags. ARCHES:

@@ -108,11 +108,17 @@ variable "build_inputs_digest" {
 variable "source_date_epoch" {
   type        = string
   default     = ""
-  description = "Unix time (SOURCE_DATE_EPOCH; make: the commit's time) that every file the build creates or changes gets as its mtime, so two builds of one commit give the same files and times. Empty: the times of the build."
+  description = "Unix time (SOURCE_DATE_EPOCH; make: that of the last commit that changed the build's inputs) that every file the build creates or changes gets as its mtime, and the org.opencontainers.image.created label: two builds of one commit give the same files, times and label. Empty: the times of the build, and no created label."
   validation {
     condition     = regex_replace(var.source_date_epoch, "^[0-9]*$", "") == ""
     error_message = "The source_date_epoch must be a Unix time in seconds, such as the output of git log -1 --format=%ct, or empty."
   }
+}
+
+variable "base_image_digest" {
+  type        = string
+  default     = ""
+  description = "Digest of the base image, for the org.opencontainers.image.base.digest label: its registry digest when it has one, else its local image ID (a base made by docker import has no registry digest)."
 }
 
 variable "source_revision" {
@@ -139,6 +145,8 @@ locals {
   }
   # The venv's lock (roles/python_venv/files/requirements.lock) is made from
   # the role's pins: other versions install unlocked, without hashes.
+  # The build's date, from source_date_epoch (HCL has no other way from Unix time).
+  created = var.source_date_epoch == "" ? "" : timeadd("1970-01-01T00:00:00Z", "${var.source_date_epoch}s")
   locked = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
   # Marks the start of the build in the build container (source_date_epoch).
   build_start    = "/var/tmp/aiohttp-parent-build-start"
@@ -157,13 +165,17 @@ locals {
     image_keep_ca_certificates   = var.ca_certificates_keep
   }
 
+  # aiohttp-parent.sbom: where the image's CycloneDX SBOM is, written at the
+  # end of the build (`docker run IMAGE sbom` makes a new one).
   labels = {
     "org.opencontainers.image.title"       = "aiohttp-parent"
     "org.opencontainers.image.description" = "Parent image for aiohttp/gunicorn services: nginx + gunicorn (uvloop) under supervisord, ONBUILD child contract"
     "org.opencontainers.image.version"     = local.image_version
     "org.opencontainers.image.revision"    = var.source_revision
+    "org.opencontainers.image.created"     = local.created
     "org.opencontainers.image.licenses"    = "MIT"
     "org.opencontainers.image.base.name"   = local.base_image
+    "org.opencontainers.image.base.digest" = var.base_image_digest
     "aiohttp-parent.aiohttp.version"       = local.versions.aiohttp
     "aiohttp-parent.gunicorn.version"      = local.versions.gunicorn
     "aiohttp-parent.uvloop.version"        = local.versions.uvloop
@@ -171,6 +183,7 @@ locals {
     "aiohttp-parent.venv.locked"           = local.locked ? "true" : "false"
     "aiohttp-parent.debian.release"        = var.debian_release
     "aiohttp-parent.build.inputs"          = var.build_inputs_digest
+    "aiohttp-parent.sbom"                  = local.contract.aiohttp_parent_sbom_file
   }
 
   # The child-image contract, run in this order by `FROM aiohttp-parent`:
@@ -234,6 +247,9 @@ source "docker" "parent" {
   # could not write to it).
   container_dir = "/mnt"
   changes       = local.all_changes
+  # The layer's comment in `docker history` (the base layer's says how
+  # scripts/base-image.sh made it).
+  message = "packer build of aiohttp-parent ${local.image_version} (${local.variant}): playbooks/image.yml on ${local.base_image}, source revision ${var.source_revision}"
 }
 
 build {

@@ -8,12 +8,12 @@ log() { printf 'host-setup: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # Debian package -> command it provides; only missing commands are installed.
-PACKAGES="docker.io:dockerd packer:packer debootstrap:debootstrap wrk:wrk openssl:openssl docker-compose:docker-compose python3-venv: buildah:buildah podman:podman skopeo:skopeo docker-registry:docker-registry"
+PACKAGES="docker.io:dockerd packer:packer debootstrap:debootstrap wrk:wrk openssl:openssl docker-compose:docker-compose python3-venv: buildah:buildah podman:podman skopeo:skopeo docker-registry:docker-registry debsecan:debsecan"
 
 if ! [ -r /etc/debian_version ] || ! command -v apt-get >/dev/null 2>&1; then
 	die "this is not a Debian host. Install by hand: Docker engine (>= 20.10),
   Packer 1.6.6 or newer, debootstrap, wrk, openssl, docker-compose, buildah,
-  podman, skopeo, Docker's registry (distribution) and Python 3.11+ with
+  podman, skopeo, Docker's registry (distribution), debsecan and Python 3.11+ with
   venv; start the Docker daemon; then run make again."
 fi
 

@@ -83,7 +83,10 @@ def variables(container: bool, roles: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def render(template: Path, container: bool, roles: tuple[str, ...] = ()) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    # As Ansible's template module renders (its trim_blocks default is true).
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True
+    )
     env.filters.update(FILTERS)
     return env.from_string(template.read_text()).render(variables(container, roles))
 

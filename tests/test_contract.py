@@ -40,6 +40,7 @@ LITERALS = {
         "aiohttp_parent_app_dir",
         "aiohttp_parent_host_run_dir",
         "aiohttp_parent_container_run_dir",
+        "aiohttp_parent_sbom_file",
     )
 }
 

@@ -42,7 +42,17 @@ def test_python_label_matches_the_interpreter(config: dict, parent_host) -> None
 
 
 @pytest.mark.parametrize(
-    "label", ["title", "description", "version", "licenses", "base.name", "revision"]
+    "label",
+    [
+        "title",
+        "description",
+        "version",
+        "licenses",
+        "base.name",
+        "base.digest",
+        "revision",
+        "created",
+    ],
 )
 def test_oci_labels_are_set(config: dict, label: str) -> None:
     assert f"org.opencontainers.image.{label}" in config["Labels"]

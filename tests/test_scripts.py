@@ -16,12 +16,14 @@ TEMPLATES = [
     # The container role's: the contract for its scripts, and the default bin/entrypoint.sh.
     ROOT / "roles/container/templates/usr/local/lib/aiohttp-parent/paths.sh.j2",
     ROOT / "roles/container/templates/app/bin/entrypoint.sh.j2",
+    # The sbom role's `sbom` command.
+    ROOT / "roles/sbom/templates/usr/local/lib/aiohttp-parent/sbom.j2",
 ]
 
 
 def render(template: Path, service_manage: bool) -> str:
     """As a play renders it: a host's (service_manage) or an image's."""
-    roles = ("aiohttp_nginx", "supervisord", "python_venv", "aiohttp_app", "container")
+    roles = ("aiohttp_nginx", "supervisord", "python_venv", "aiohttp_app", "container", "sbom")
     return contract.render(template, container=not service_manage, roles=roles)
 
 
