@@ -147,7 +147,7 @@ locals {
   # the role's pins: other versions install unlocked, without hashes.
   # The build's date, from source_date_epoch (HCL has no other way from Unix time).
   created = var.source_date_epoch == "" ? "" : timeadd("1970-01-01T00:00:00Z", "${var.source_date_epoch}s")
-  locked = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
+  locked  = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
   # Marks the start of the build in the build container (source_date_epoch).
   build_start    = "/var/tmp/aiohttp-parent-build-start"
   python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]
