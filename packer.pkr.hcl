@@ -143,11 +143,11 @@ locals {
     gunicorn = var.gunicorn_version != "" ? var.gunicorn_version : local.pins.python_venv_gunicorn_version
     uvloop   = var.uvloop_version != "" ? var.uvloop_version : local.pins.python_venv_uvloop_version
   }
-  # The venv's lock (roles/python_venv/files/requirements.lock) is made from
-  # the role's pins: other versions install unlocked, without hashes.
   # The build's date, from source_date_epoch (HCL has no other way from Unix time).
   created = var.source_date_epoch == "" ? "" : timeadd("1970-01-01T00:00:00Z", "${var.source_date_epoch}s")
-  locked  = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
+  # The venv's lock (roles/python_venv/files/requirements.lock) is made from
+  # the role's pins: other versions install unlocked, without hashes.
+  locked = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
   # Marks the start of the build in the build container (source_date_epoch).
   build_start    = "/var/tmp/aiohttp-parent-build-start"
   python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]
