@@ -195,6 +195,8 @@ def test_child_records_its_onbuild_steps(child, fmt: str) -> None:
     tag, _ = child(fmt)
     result = podman_run(tag, "cat", MARKER)
     assert result.stdout == "The ONBUILD steps of aiohttp-parent ran in this image (DEV=0).\n"
+    # The steps ran as root (USER root, the first trigger); the child runs as app (the last).
+    assert podman_run(tag, "id", "-un").stdout == "app\n"
 
 
 @pytest.mark.parametrize("fmt", ["docker", "oci"])

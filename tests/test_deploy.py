@@ -323,6 +323,8 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     service = yaml.safe_load(result.stdout)["services"]["hello"]
     assert service["read_only"] is True
     assert service["healthcheck"]["test"][-1] == "/usr/local/lib/aiohttp-parent/healthcheck"
+    # docker-bench-security's "privileges not restricted": a run-time flag only.
+    assert "no-new-privileges:true" in service["security_opt"]
 
 
 def seconds(duration: str) -> int:
