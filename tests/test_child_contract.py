@@ -312,9 +312,11 @@ def test_base_child_trusts_a_build_secret_with_buildkit(
     (tmp_path / ".dockerignore").write_text("proxy-ca.pem\n")
     (tmp_path / "Dockerfile").write_text(
         f"FROM {parent_image_without_ca}-base\n"
+        "USER root\n"
         "COPY requirements.txt /app/requirements.txt\n"
         "RUN --mount=type=secret,id=build_ca_certificates \\\n"
         "    /usr/local/lib/aiohttp-parent/with-build-ca pip install --no-input -r /app/requirements.txt\n"
+        "USER 10001:10001\n"
     )
     tag = f"{docker.unique('aiohttp-parent-test/secretca')}:latest"
     try:

@@ -162,7 +162,9 @@ def test_dev_serve_reloads_on_code_change_with_asyncio_debug(build_hello) -> Non
     tag = build_hello({}, "devserve", build_args={"DEV": "1"})
     with served(tag) as svc:
         assert json.loads(http.request(svc.http, "/whoami").body)["debug"] is True
-        svc.exec("sed", "-i", "s/Hello from aiohttp-parent/Reloaded/", "/app/hello/app.py")
+        # The developer edits (as root here; a mounted checkout is theirs), the app reloads.
+        edit = ["sed", "-i", "s/Hello from aiohttp-parent/Reloaded/", "/app/hello/app.py"]
+        docker.docker("exec", "--user=0", svc.name, *edit)
         assert docker.wait_for(
             lambda: http.answers(svc.http) and http.request(svc.http, "/").text == "Reloaded\n",
             timeout=20,
