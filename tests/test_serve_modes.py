@@ -208,7 +208,7 @@ def test_privileged_port_closed_to_the_app_user_names_the_fix(example_image: str
         assert docker.wait_exit(name, timeout=30) == 78
         logs = docker.logs(name)
     assert "error: nginx may not bind its ports as uid 10001 here" in logs
-    assert "set PORT=8080 and HTTPS_PORT=8443" in logs
+    assert "set PORT=8080 and HTTPS_PORT=8443, or open them to every user" in logs
     assert "bind() to 0.0.0.0:80 failed (13: Permission denied)" in logs
 
 
