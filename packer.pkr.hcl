@@ -138,6 +138,9 @@ locals {
   lib_dir  = local.contract.aiohttp_parent_lib_dir
   app_dir  = local.contract.aiohttp_parent_app_dir
   venv     = local.contract.aiohttp_parent_venv
+  # The default USER, numeric (Kubernetes' runAsNonRoot verifies only numbers):
+  # the app user, its uid and gid in images.
+  user = "${local.contract.aiohttp_parent_container_uid}:${local.contract.aiohttp_parent_container_uid}"
   versions = {
     aiohttp  = var.aiohttp_version != "" ? var.aiohttp_version : local.pins.python_venv_aiohttp_version
     gunicorn = var.gunicorn_version != "" ? var.gunicorn_version : local.pins.python_venv_gunicorn_version
@@ -191,8 +194,12 @@ locals {
   # onbuild script (container/files into /, bin/setup.sh, requirements,
   # setup.py or pyproject.toml, bin/cleanup.sh). Logic lives in the script.
   # BUILD_CA_CERTIFICATES is an ARG only, never ENV: with-build-ca trusts it
-  # for the onbuild step and keeps it out of every layer.
+  # for the onbuild step and keeps it out of every layer. The steps run as
+  # root (they install into the root-owned venv and copy container/files
+  # into /); the last trigger hands the child back to the unprivileged USER,
+  # so the child's own instructions and its containers run as that user.
   onbuild = [
+    "ONBUILD USER root",
     "ONBUILD ARG DEV=0",
     "ONBUILD ARG PYTHONASYNCIODEBUG=",
     "ONBUILD ARG BUILD_CA_CERTIFICATES=",
@@ -200,6 +207,7 @@ locals {
     "ONBUILD COPY . ${local.app_dir}",
     "ONBUILD WORKDIR ${local.app_dir}",
     format("ONBUILD RUN [%q, %q]", "${local.lib_dir}/with-build-ca", "${local.lib_dir}/onbuild"),
+    "ONBUILD USER ${local.user}",
   ]
 
   suffix = "${var.onbuild ? "" : "-base"}${local.arch_suffix}"
@@ -215,6 +223,8 @@ locals {
       format("ENTRYPOINT [%q]", "${local.lib_dir}/entrypoint"),
       "CMD [\"python\"]",
       "WORKDIR ${local.app_dir}",
+      # Nothing runs as root by default (README.rst, "Non-root and locked down").
+      "USER ${local.user}",
       "ENV VIRTUAL_ENV=${local.venv}",
       "ENV PATH=${local.venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",

@@ -17,7 +17,10 @@ def playbook(
     """Run `path` on `container`. The connection is a host variable, as in a real
     inventory: an extra var would also override delegate_to: localhost tasks."""
     with tempfile.NamedTemporaryFile("w", suffix=".ini") as inventory:
-        inventory.write(f"{container} ansible_connection=community.docker.docker\n")
+        # As root: the image's default user (the app's) may change nothing.
+        inventory.write(
+            f"{container} ansible_connection=community.docker.docker ansible_user=root\n"
+        )
         inventory.flush()
         return subprocess.run(
             [

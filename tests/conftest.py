@@ -72,8 +72,9 @@ def proxy_ca() -> str:
 
 @pytest.fixture(scope="session")
 def parent_host(parent_image: str) -> Iterator[testinfra.host.Host]:
-    """A running container of the parent image, for testinfra."""
-    with docker.container(parent_image, "sleep", "infinity") as name:
+    """A running container of the parent image, for testinfra. As root: the
+    image's own user cannot read everything there is to check (/root)."""
+    with docker.container(parent_image, "sleep", "infinity", opts=["--user=0"]) as name:
         yield testinfra.get_host(f"docker://{name}")
 
 

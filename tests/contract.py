@@ -93,3 +93,5 @@ def render(template: Path, container: bool, roles: tuple[str, ...] = ()) -> str:
 
 # Where an image keeps its runtime state.
 CONTAINER_RUN_DIR: str = variables(container=True)["aiohttp_parent_run_dir"]
+# The image's default user (USER uid:gid) and its app user's ids.
+CONTAINER_UID: int = variables(container=True)["aiohttp_parent_container_uid"]

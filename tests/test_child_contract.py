@@ -312,9 +312,11 @@ def test_base_child_trusts_a_build_secret_with_buildkit(
     (tmp_path / ".dockerignore").write_text("proxy-ca.pem\n")
     (tmp_path / "Dockerfile").write_text(
         f"FROM {parent_image_without_ca}-base\n"
+        "USER root\n"
         "COPY requirements.txt /app/requirements.txt\n"
         "RUN --mount=type=secret,id=build_ca_certificates \\\n"
         "    /usr/local/lib/aiohttp-parent/with-build-ca pip install --no-input -r /app/requirements.txt\n"
+        "USER 10001:10001\n"
     )
     tag = f"{docker.unique('aiohttp-parent-test/secretca')}:latest"
     try:
@@ -363,3 +365,31 @@ def test_replacing_the_pinned_aiohttp_is_reported(build_child_without_ca, proxy_
     assert docker.inspect(tag)["Config"]["Labels"]["aiohttp-parent.aiohttp.version"] == pinned
     code = "import aiohttp, json; print(json.dumps(aiohttp.__version__))"
     assert json.loads(docker.run(tag, "python", "-c", code).stdout) == OLDER_AIOHTTP
+
+
+# --- the child runs unprivileged ---------------------------------------------------
+
+
+def test_onbuild_steps_run_as_root_and_the_child_as_the_app_user(
+    build_child, parent_image: str
+) -> None:
+    # bin/setup.sh may install system packages (root); the image then runs as app.
+    setup = "id -un > /etc/child-setup-user\n"
+    tag, _ = build_child({**REQS, "bin/setup.sh": setup}, name="user")
+    assert docker.run(tag, "cat", "/etc/child-setup-user").stdout == "root\n"
+    assert docker.run(tag, "id", "-un").stdout == "app\n"
+    parent_user = docker.inspect(parent_image)["Config"]["User"]
+    assert docker.inspect(tag)["Config"]["User"] == parent_user
+
+
+def test_child_run_apt_get_needs_user_root(build_child, parent_image: str) -> None:
+    # The child's own instructions run as the app user: apt says why it fails,
+    # and the documented recipe (README, "Non-root and locked down") works.
+    apt = "RUN apt-get install --no-install-recommends --yes nginx\n"  # no lists needed
+    _, failed = build_child({**REQS, "Dockerfile": f"FROM {parent_image}\n{apt}"}, check=False)
+    assert failed.returncode != 0
+    assert "are you root?" in docker.build_log(failed)
+    user = docker.inspect(parent_image)["Config"]["User"]
+    recipe = f"FROM {parent_image}\nUSER root\n{apt}USER {user}\n"
+    tag, _ = build_child({**REQS, "Dockerfile": recipe}, name="apt")
+    assert docker.run(tag, "id", "-u").stdout == f"{user.split(':')[0]}\n"

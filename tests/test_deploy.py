@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "examples/kubernetes"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
 SWARM_STACK = ROOT / "examples/swarm/stack.yaml"
+CHECKOV_REQUIREMENTS = ROOT / "tests/requirements-checkov.txt"
+CHECKOV_VENV = ROOT / ".cache/checkov"
 
 _spec = importlib.util.spec_from_file_location("role_docs", ROOT / "scripts/role_docs.py")
 role_docs = importlib.util.module_from_spec(_spec)
@@ -30,6 +33,10 @@ GRACEFUL_DEFAULT = next(
 
 def manifest(name: str) -> dict:
     return yaml.safe_load((K8S / f"{name}.yaml").read_text())
+
+
+def manifests() -> list[dict]:
+    return [yaml.safe_load(m.read_text()) for m in MANIFESTS]
 
 
 def deployment() -> dict:
@@ -163,6 +170,118 @@ def test_probes_ask_what_the_image_healthcheck_asks_on_its_terms() -> None:
     assert startup["periodSeconds"] * startup["failureThreshold"] >= check["start-period"]
 
 
+def test_every_manifest_lives_in_the_examples_own_namespace() -> None:
+    namespace = manifest("namespace")
+    assert namespace["kind"] == "Namespace"
+    name = namespace["metadata"]["name"]
+    assert name != "default"
+    # The namespace admits only pods that meet the restricted standard.
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for m in manifests():
+        if m["kind"] != "Namespace":
+            assert m["metadata"].get("namespace") == name, m["kind"]
+
+
+def test_network_policy_admits_the_app_port_only() -> None:
+    policy = manifest("networkpolicy")
+    labels = deployment()["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (port,) = rule["ports"]
+    (container_port,) = hello_container()["ports"]
+    assert port == {"protocol": "TCP", "port": container_port["name"]}
+
+
+def test_image_is_pinned_to_a_version() -> None:
+    image = hello_container()["image"]
+    name, _, tag = image.partition("@")[0].rpartition(":")
+    assert name, image
+    assert tag not in ("", "latest"), image
+
+
+@pytest.fixture(scope="module")
+def checkov() -> Path:
+    """checkov from tests/requirements-checkov.txt, in its own venv (created once)."""
+    stamp = CHECKOV_VENV / "requirements.txt"
+    wanted = CHECKOV_REQUIREMENTS.read_text()
+    if not stamp.is_file() or stamp.read_text() != wanted:
+        shutil.rmtree(CHECKOV_VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True)
+        subprocess.run(
+            [
+                CHECKOV_VENV / "bin/pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(CHECKOV_REQUIREMENTS),
+            ],
+            check=True,
+        )
+        stamp.write_text(wanted)
+    return CHECKOV_VENV / "bin/checkov"
+
+
+def declared_skips() -> set[tuple[str, str]]:
+    """(check, file) for every skip in examples/, each of which must give a reason."""
+    skips = set()
+    for path in sorted((ROOT / "examples").rglob("*")):
+        if not path.is_file() or path.suffix not in ("", ".yaml"):
+            continue
+        text = path.read_text()
+        rel = path.relative_to(ROOT).as_posix()
+        for check, reason in re.findall(r"checkov:skip=(\w+):?(.*)", text):
+            assert reason.strip(), f"{rel}: {check} is skipped without a reason"
+            skips.add((check, rel))
+        if path.suffix == ".yaml":
+            for doc in yaml.safe_load_all(text):
+                notes = ((doc or {}).get("metadata") or {}).get("annotations") or {}
+                for key, value in notes.items():
+                    if key.startswith("checkov.io/skip"):
+                        check, _, reason = value.partition("=")
+                        assert reason.strip(), f"{rel}: {check} is skipped without a reason"
+                        skips.add((check.strip(), rel))
+    return skips
+
+
+def test_checkov_passes_on_the_examples(checkov: Path) -> None:
+    result = subprocess.run(
+        [checkov, "--directory", "examples", "--skip-download", "--output", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    frameworks = {r["check_type"] for r in reports}
+    assert {"kubernetes", "dockerfile"} <= frameworks, result.stdout[-2000:] + result.stderr
+    failed = [
+        f"{c['check_id']} {c['file_path']} {c['resource']}"
+        for r in reports
+        for c in r["results"]["failed_checks"]
+    ]
+    assert not failed, failed
+    assert result.returncode == 0, result.stderr
+    for r in reports:
+        assert r["summary"]["parsing_errors"] == 0, r["check_type"]
+
+    # Every check skipped is one a file skips, with its reason, and vice versa.
+    # checkov names Dockerfiles from the scanned directory (/hello/Dockerfile),
+    # manifests from the working directory (/examples/kubernetes/...).
+    def rel(path: str) -> str:
+        path = path.lstrip("/")
+        return path if path.startswith("examples/") else f"examples/{path}"
+
+    skipped = {
+        (c["check_id"], rel(c["file_path"]))
+        for r in reports
+        for c in r["results"]["skipped_checks"]
+    }
+    assert skipped == declared_skips()
+
+
 def test_image_runs_under_the_pods_restrictions(example_image: str) -> None:
     pod = deployment()["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -204,6 +323,8 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     service = yaml.safe_load(result.stdout)["services"]["hello"]
     assert service["read_only"] is True
     assert service["healthcheck"]["test"][-1] == "/usr/local/lib/aiohttp-parent/healthcheck"
+    # docker-bench-security's "privileges not restricted": a run-time flag only.
+    assert "no-new-privileges:true" in service["security_opt"]
 
 
 def seconds(duration: str) -> int:

@@ -104,7 +104,11 @@ def test_child_entrypoint_that_never_calls_back_keeps_the_process(build_child) -
 def test_non_executable_child_entrypoint_is_skipped_with_a_warning(
     build_child, parent_image: str
 ) -> None:
-    dockerfile = f"FROM {parent_image}\nRUN chmod a-x /app/bin/entrypoint.sh\n"
+    # /app is root's: the child's own RUN needs USER root, and hands back after.
+    user = docker.inspect(parent_image)["Config"]["User"]
+    dockerfile = (
+        f"FROM {parent_image}\nUSER root\nRUN chmod a-x /app/bin/entrypoint.sh\nUSER {user}\n"
+    )
     files = {"requirements.txt": "", "bin/entrypoint.sh": "#!/bin/sh\necho never\n"}
     tag, _ = build_child({**files, "Dockerfile": dockerfile}, name="noexecentry")
     result = docker.run(tag, "python", "-c", "print('ran')")

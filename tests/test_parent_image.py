@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import docker
+from tests import contract, docker
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
@@ -72,7 +72,10 @@ def test_venv_is_first_on_path(config: dict) -> None:
 
 
 def test_onbuild_triggers_follow_the_contract_order(config: dict) -> None:
-    triggers = config["OnBuild"]
+    # The steps run as root (the venv and / are root's); the child ends unprivileged.
+    assert config["OnBuild"][0] == "USER root"
+    assert config["OnBuild"][-1] == f"USER {config['User']}"
+    triggers = config["OnBuild"][1:-1]
     kinds = [t.split()[0] for t in triggers]
     assert kinds == ["ARG", "ARG", "ARG", "ENV", "COPY", "WORKDIR", "RUN"]
     assert triggers[0] == "ARG DEV=0"
@@ -144,3 +147,38 @@ def test_default_entrypoint_hands_over_to_the_parent_script(parent_host) -> None
     assert re.search(
         r"^exec /usr/local/lib/aiohttp-parent/entrypoint", entrypoint.content_string, re.M
     )
+
+
+# --- no root by default ---------------------------------------------------------
+
+
+def runs_as_root(user: str) -> bool:
+    """docker-bench-security's check 4.1: an image whose Config.User is empty, 0 or
+    root runs its containers as root."""
+    return user.split(":")[0] in ("", "0", "root")
+
+
+@pytest.mark.parametrize("variant", ["", "-base"], ids=["onbuild", "base"])
+def test_image_runs_as_the_app_user_by_number(parent_image: str, variant: str) -> None:
+    user = docker.inspect(f"{parent_image}{variant}")["Config"]["User"]
+    assert not runs_as_root(user)
+    # Numbers: Kubernetes' runAsNonRoot cannot verify a name.
+    assert user == f"{contract.CONTAINER_UID}:{contract.CONTAINER_UID}"
+
+
+def test_the_default_user_is_the_app_user(parent_image: str) -> None:
+    # Named in /etc/passwd (so ps shows `app`), and it may start supervisord
+    # programs with user=app: supervisord switches to no other user.
+    out = docker.run(parent_image, "id").stdout.strip()
+    uid = contract.CONTAINER_UID
+    assert out == f"uid={uid}(app) gid={uid}(app) groups={uid}(app)"
+
+
+def test_no_setuid_or_setgid_files(parent_host) -> None:
+    # su, mount, passwd...: a web service gains no privileges.
+    assert parent_host.run("find / -xdev -type f -perm /6000").stdout == ""
+
+
+@pytest.mark.parametrize("package", ["python3-apt"])
+def test_build_only_packages_are_gone(parent_host, package: str) -> None:
+    assert not parent_host.package(package).is_installed

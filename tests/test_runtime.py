@@ -192,3 +192,22 @@ def test_a_reload_takes_the_settings_file_as_it_is_now(tmp_path: Path) -> None:
 def test_a_reload_without_the_settings_file_keeps_the_environment(tmp_path: Path) -> None:
     env = {"WORKERS": "2", runtime.ENV_FILE_KEYS: "WORKERS"}
     assert runtime.reloaded_environ(env, str(tmp_path / "missing")) == env
+
+
+def programs(tmp_path: Path, user: str) -> Path:
+    (tmp_path / "worker.conf").write_text(f"[program:worker]\ncommand=sleep 600\nuser={user}\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("user", ["root", "0"])
+def test_program_of_another_user_is_refused_when_not_root(tmp_path: Path, user: str) -> None:
+    with pytest.raises(runtime.ConfigError, match=rf"\[program:worker\] in .* has user={user},"):
+        runtime.check_program_users(programs(tmp_path, user), uid=10001)
+
+
+@pytest.mark.parametrize(("user", "uid"), [("root", 0), ("10001", 10001), ("nobody-here", 10001)])
+def test_program_user_passes_when_supervisord_can_honour_it(
+    tmp_path: Path, user: str, uid: int
+) -> None:
+    # As root it may switch; as that uid it need not; an unknown name is supervisord's to name.
+    runtime.check_program_users(programs(tmp_path, user), uid=uid)

@@ -9,8 +9,8 @@ import json
 import aiohttp
 import pytest
 
-from tests import docker, http
-from tests.service import Service, served, workers
+from tests import contract, docker, http
+from tests.service import Service, processes, served, workers
 
 ONE_WORKER = {"WEB_CONCURRENCY": "1"}  # the app's request counter is per worker
 
@@ -82,6 +82,15 @@ def test_nginx_workers_are_unprivileged(service: Service) -> None:
     uids = {p["uid"] for p in workers(service.name, "nginx")}
     assert uids
     assert 0 not in uids
+
+
+def test_a_container_started_without_flags_runs_nothing_as_root(service: Service) -> None:
+    # `docker run -p 80:80 IMAGE serve`: port 80 too, as the app user.
+    procs = processes(service.name)
+    assert {p["uid"] for p in procs} == {contract.CONTAINER_UID}, procs
+    assert any(p["cmd"].startswith("nginx: master") for p in procs)
+    # docker-bench-security 4.1 reads the container's configured user.
+    assert docker.inspect(service.name)["Config"]["User"].split(":")[0] not in ("", "0", "root")
 
 
 def test_health_status_becomes_healthy(example_image: str) -> None:

@@ -162,7 +162,9 @@ def test_dev_serve_reloads_on_code_change_with_asyncio_debug(build_hello) -> Non
     tag = build_hello({}, "devserve", build_args={"DEV": "1"})
     with served(tag) as svc:
         assert json.loads(http.request(svc.http, "/whoami").body)["debug"] is True
-        svc.exec("sed", "-i", "s/Hello from aiohttp-parent/Reloaded/", "/app/hello/app.py")
+        # The developer edits (as root here; a mounted checkout is theirs), the app reloads.
+        edit = ["sed", "-i", "s/Hello from aiohttp-parent/Reloaded/", "/app/hello/app.py"]
+        docker.docker("exec", "--user=0", svc.name, *edit)
         assert docker.wait_for(
             lambda: http.answers(svc.http) and http.request(svc.http, "/").text == "Reloaded\n",
             timeout=20,
@@ -185,6 +187,29 @@ def test_child_nginx_snippets_and_supervisord_program(build_hello) -> None:
     with served(tag) as svc:
         assert http.request(svc.http, "/").headers["x-child"] == "server-level"
         assert any("time.sleep(3600)" in p["cmd"] for p in processes(svc.name))
+
+
+def test_child_program_of_another_user_stops_the_start_naming_it(build_hello) -> None:
+    # supervisord runs as the app user: it cannot switch a program to www-data.
+    worker = "[program:worker]\ncommand=/usr/bin/sleep 600\nuser=www-data\n"
+    tag = build_hello({"container/files/etc/supervisor/conf.d/worker.conf": worker}, "otheruser")
+    with docker.container(tag, "serve") as name:
+        assert docker.wait_exit(name, timeout=30) == 78
+        logs = docker.logs(name)
+    assert "supervisord [program:worker] in /etc/supervisor/conf.d/worker.conf" in logs
+    assert "has user=www-data, but the container runs as uid 10001, not root" in logs
+
+
+def test_privileged_port_closed_to_the_app_user_names_the_fix(example_image: str) -> None:
+    # Docker opens ports below 1024 to every user of the container; this host
+    # setting (--network host, Kubernetes) closes them again.
+    opts = ["--sysctl=net.ipv4.ip_unprivileged_port_start=1024"]
+    with docker.container(example_image, "serve", opts=opts) as name:
+        assert docker.wait_exit(name, timeout=30) == 78
+        logs = docker.logs(name)
+    assert "error: nginx may not bind its ports as uid 10001 here" in logs
+    assert "set PORT=8080 and HTTPS_PORT=8443, or open them to every user" in logs
+    assert "bind() to 0.0.0.0:80 failed (13: Permission denied)" in logs
 
 
 def test_child_site_replaces_the_generated_one(build_hello) -> None:

@@ -15,9 +15,9 @@ from tests.service import LOCKED_DOWN, processes, served
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Root only where needed: PID 1 (serve running supervisord, which starts the
-# rest), its fatal listener (it must signal PID 1) and nginx's master (ports
-# 80/443, switching its workers to www-data).
+# Started as root (--user 0), root only where needed: PID 1 (serve running
+# supervisord, which starts the rest), its fatal listener (it must signal PID 1)
+# and nginx's master (switching its workers to www-data).
 ROOT_ALLOWED = re.compile(
     r"^(/usr/bin/python3 /usr/local/lib/aiohttp-parent/(serve|fatal-listener)|nginx: master)"
 )
@@ -31,11 +31,31 @@ def short_name(cmd: str) -> str:
     return "gunicorn" if "gunicorn" in cmd else script.rsplit("/", 1)[-1]
 
 
-def test_only_pid_1_and_the_nginx_master_run_as_root(example_image: str, figure) -> None:
-    """Default run (started as root, for ports 80 and 443)
+def test_default_run_has_no_root_process(example_image: str, figure) -> None:
+    """Default run (no flags: the image's USER, the app user)
+    Every process runs as `app` (uid 10001), nginx's master on port 80 too; not one as root."""
+    with served(example_image) as svc:
+        procs = [p for p in processes(svc.name) if "import json, os" not in p["cmd"]]
+        user = docker.inspect(svc.name)["Config"]["User"]
+        names = docker.docker("exec", svc.name, "id", "-un").stdout.strip()
+    by_name = Counter(short_name(p["cmd"]) for p in procs)
+    figure(
+        f"User {user}; {len(procs)} processes, all {names} "
+        f"({', '.join(f'{count} {name}' for name, count in sorted(by_name.items()))})"
+    )
+    assert {p["uid"] for p in procs} == {int(user.split(":")[0])}
+    assert user.split(":")[0] not in ("", "0", "root")
+    assert names == "app"
+    assert by_name["nginx: master process"] == 1
+
+
+def test_started_as_root_only_pid_1_and_the_nginx_master_keep_root(
+    example_image: str, figure
+) -> None:
+    """Started as root on purpose (--user 0)
     Only PID 1 (supervisord), its fatal listener and nginx's master run as root; gunicorn's master and
     workers run as `app`, nginx's workers as `www-data`."""
-    with served(example_image) as svc:
+    with served(example_image, opts=["--user=0"]) as svc:
         procs = [p for p in processes(svc.name) if "import json, os" not in p["cmd"]]
         users = {
             p["uid"]: docker.docker("exec", svc.name, "id", "-un", str(p["uid"])).stdout.strip()
@@ -111,7 +131,8 @@ def test_build_ca_is_removed_unless_kept(parent_image: str, figure) -> None:
     CA_CERTIFICATES_KEEP=true) leaves neither the files nor their entries in the
     system bundle; the test image, built with it kept, has both."""
     marker = "/usr/local/share/ca-certificates/extra"
-    with docker.container(parent_image, "sleep", "600") as name:
+    # As root, as the image build is: the image's own user may remove nothing.
+    with docker.container(parent_image, "sleep", "600", opts=["--user=0"]) as name:
         kept = docker.docker("exec", name, "sh", "-c", f"ls {marker}/*.crt | wc -l").stdout
         bundle_before = docker.docker(
             "exec", name, "grep", "-c", "BEGIN CERTIFICATE", "/etc/ssl/certs/ca-certificates.crt"

@@ -34,3 +34,12 @@ def test_app_user_exists_without_login(host) -> None:
 
 def test_image_is_clean(host) -> None:
     assert host.run("find /var/lib/apt/lists /root/.cache -mindepth 1").stdout == ""
+
+
+def test_app_user_has_the_image_uid(host) -> None:
+    # The image's USER is this number (packer.pkr.hcl reads the contract).
+    assert (host.user("app").uid, host.group("app").gid) == (10001, 10001)
+
+
+def test_no_setuid_or_setgid_files(host) -> None:
+    assert host.run("find / -xdev -type f -perm /6000").stdout == ""

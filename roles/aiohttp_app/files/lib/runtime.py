@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -614,6 +615,37 @@ def child_programs(conf_d: Path = SUPERVISOR_CONF_D) -> dict[str, str]:
                     section, "command", fallback=""
                 )
     return programs
+
+
+def check_program_users(conf_d: Path = SUPERVISOR_CONF_D, uid: int | None = None) -> None:
+    """A child's supervisord program with user=SOMEONE ELSE cannot start unless
+    supervisord runs as root (the image's default user is the app's): say so
+    now, naming the program, rather than let it fail FATAL with exit 127."""
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
+        return
+    for path in sorted(conf_d.glob("*.conf")) if conf_d.is_dir() else []:
+        if path == PARENT_PROGRAMS_CONF:
+            continue
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue  # child_programs names the file
+        for section in parser.sections():
+            user = parser.get(section, "user", fallback="").strip()
+            if not section.startswith("program:") or not user or "%(" in user:
+                continue
+            try:
+                wanted = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+            except KeyError:
+                continue  # supervisord names an unknown user itself
+            if wanted != uid:
+                raise ConfigError(
+                    f"supervisord [{section}] in {path} has user={user}, but the container"
+                    f" runs as uid {uid}, not root, and supervisord cannot switch users:"
+                    f" remove user= from it (or run the container as root, --user 0)"
+                )
 
 
 def gunicorn_binds(command: str) -> list[str]:
