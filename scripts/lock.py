@@ -70,6 +70,13 @@ LOCKS = (
     Lock("roles/python_venv/files/requirements.lock", ROLE_DEFAULTS, image_pins),
     # The tool venv (scripts/tool-venv.py).
     Lock("requirements-tools.lock", "requirements-tools.txt", file_pins("requirements-tools.txt")),
+    # checkov, for tests/test_deploy.py, in a venv of its own (.cache/checkov):
+    # its many pins would fight the tool venv's.
+    Lock(
+        "tests/requirements-checkov.lock",
+        "tests/requirements-checkov.txt",
+        file_pins("tests/requirements-checkov.txt"),
+    ),
     # The ansible wheel scripts/tool-venv.py unpacks collections from: that
     # wheel alone, never installed, so without its dependencies.
     Lock(

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "examples/kubernetes"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
 SWARM_STACK = ROOT / "examples/swarm/stack.yaml"
-CHECKOV_REQUIREMENTS = ROOT / "tests/requirements-checkov.txt"
+CHECKOV_LOCK = ROOT / "tests/requirements-checkov.lock"
 CHECKOV_VENV = ROOT / ".cache/checkov"
 
 _spec = importlib.util.spec_from_file_location("role_docs", ROOT / "scripts/role_docs.py")
@@ -202,9 +202,10 @@ def test_image_is_pinned_to_a_version() -> None:
 
 @pytest.fixture(scope="module")
 def checkov() -> Path:
-    """checkov from tests/requirements-checkov.txt, in its own venv (created once)."""
+    """checkov from its lock (tests/requirements-checkov.txt's pins, hash-checked),
+    in its own venv (created once per lock)."""
     stamp = CHECKOV_VENV / "requirements.txt"
-    wanted = CHECKOV_REQUIREMENTS.read_text()
+    wanted = CHECKOV_LOCK.read_text()
     if not stamp.is_file() or stamp.read_text() != wanted:
         shutil.rmtree(CHECKOV_VENV, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True)
@@ -214,8 +215,9 @@ def checkov() -> Path:
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                "--require-hashes",
                 "-r",
-                str(CHECKOV_REQUIREMENTS),
+                str(CHECKOV_LOCK),
             ],
             check=True,
         )
