@@ -70,6 +70,20 @@ LOCKS = (
     Lock("roles/python_venv/files/requirements.lock", ROLE_DEFAULTS, image_pins),
     # The tool venv (scripts/tool-venv.py).
     Lock("requirements-tools.lock", "requirements-tools.txt", file_pins("requirements-tools.txt")),
+    # The sbom role's generators, in a venv of their own in the image; the
+    # role installs the lock with --no-deps, so what is not emitted is not
+    # installed (roles/sbom/files/sbom-requirements.in says why each).
+    Lock(
+        "roles/sbom/files/sbom-requirements.txt",
+        "roles/sbom/files/sbom-requirements.in",
+        file_pins("roles/sbom/files/sbom-requirements.in"),
+        (
+            "--universal",
+            "--python-version",
+            "3.11",
+            *(f"--no-emit-package={p}" for p in ("lxml", "xmlschema", "elementpath", "tzdata")),
+        ),
+    ),
     # checkov, for tests/test_deploy.py, in a venv of its own (.cache/checkov):
     # its many pins would fight the tool venv's.
     Lock(

@@ -48,10 +48,11 @@ def python_packages(sbom: dict[str, Any], venv: str) -> set[tuple[str, str]]:
 
 
 def pip_list(image: str, venv: str) -> set[tuple[str, str]]:
-    # pip list (not freeze) includes pip itself, which the venv holds too.
-    out = docker.run(
-        image, f"{venv}/bin/python", "-m", "pip", "list", "--format", "json", check=True
-    )
+    # The app venv's pip, from outside (the generators' venv has none); pip
+    # list (not freeze) includes pip itself where the venv holds it.
+    pip = CONTRACT["aiohttp_parent_venv"] + "/bin/pip"
+    cmd = [pip, "--python", f"{venv}/bin/python", "list", "--format", "json"]
+    out = docker.run(image, *cmd, check=True)
     return {(canonical(p["name"]), p["version"]) for p in json.loads(out.stdout)}
 
 
@@ -128,6 +129,29 @@ def test_the_sbom_lists_every_venv_package(
     parent_image: str, shipped: dict[str, Any], venv: str
 ) -> None:
     assert python_packages(shipped, venv) == pip_list(parent_image, venv)
+
+
+def test_the_generators_venv_is_lean(parent_image: str) -> None:
+    """No pip of its own, no tzdata, none of the files no run reads: 42 MB
+    became 14; the budget leaves room for a lock bump, not for a regression."""
+    sizes = docker.run(parent_image, "du", "-sk", "--apparent-size", SBOM_VENV, check=True)
+    assert int(sizes.stdout.split()[0]) <= 16 * 1024
+    site = docker.run(
+        parent_image,
+        f"{SBOM_VENV}/bin/python",
+        "-c",
+        "import sysconfig; print(sysconfig.get_path('purelib'))",
+        check=True,
+    ).stdout.strip()
+    present = docker.run(
+        parent_image,
+        "sh",
+        "-c",
+        # cyclonedx: the control, which must be there.
+        f"cd {site} && ls -d cyclonedx pip tzdata lib4sbom/license_data/text"
+        " cyclonedx/schema/_res/*.xsd yaml/_yaml.*.so",
+    )
+    assert present.stdout == "cyclonedx\n"
 
 
 def test_every_python_package_has_a_licence(shipped: dict[str, Any]) -> None:

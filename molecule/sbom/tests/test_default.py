@@ -21,7 +21,10 @@ def sbom(host) -> dict:
 def test_the_generators_are_installed_from_the_lock(host) -> None:
     lock = (ROOT / "roles/sbom/files/sbom-requirements.txt").read_text()
     assert host.file(f"{SBOM_VENV}/requirements.txt").content_string == lock
-    assert "cyclonedx-bom==" in host.check_output(f"{SBOM_VENV}/bin/pip freeze")
+    pip = CONTRACT["aiohttp_parent_venv"] + "/bin/pip"
+    assert "cyclonedx-bom==" in host.check_output(f"{pip} --python {SBOM_VENV}/bin/python freeze")
+    # Installed from outside: no pip of its own.
+    assert not host.file(f"{SBOM_VENV}/bin/pip").exists
 
 
 def test_the_sbom_command_prints_the_written_sbom(host) -> None:
