@@ -26,7 +26,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -598,9 +598,11 @@ def _readable(name: str, path: Path) -> None:
 # --- settings -------------------------------------------------------------------
 
 
-def child_programs(conf_d: Path = SUPERVISOR_CONF_D) -> dict[str, str]:
-    """supervisord programs a child image added in conf.d: name -> command."""
-    programs: dict[str, str] = {}
+def _child_program_sections(
+    conf_d: Path = SUPERVISOR_CONF_D,
+) -> Iterator[tuple[Path, str, configparser.SectionProxy]]:
+    """(file, section, its settings) of every supervisord program a child
+    image added in conf.d."""
     for path in sorted(conf_d.glob("*.conf")) if conf_d.is_dir() else []:
         if path == PARENT_PROGRAMS_CONF:
             continue
@@ -611,10 +613,15 @@ def child_programs(conf_d: Path = SUPERVISOR_CONF_D) -> dict[str, str]:
             raise ConfigError(f"{path} is not a valid supervisord file: {exc}") from None
         for section in parser.sections():
             if section.startswith("program:"):
-                programs[section.removeprefix("program:")] = parser.get(
-                    section, "command", fallback=""
-                )
-    return programs
+                yield path, section, parser[section]
+
+
+def child_programs(conf_d: Path = SUPERVISOR_CONF_D) -> dict[str, str]:
+    """supervisord programs a child image added in conf.d: name -> command."""
+    return {
+        section.removeprefix("program:"): settings.get("command", fallback="")
+        for _, section, settings in _child_program_sections(conf_d)
+    }
 
 
 def check_program_users(conf_d: Path = SUPERVISOR_CONF_D, uid: int | None = None) -> None:
@@ -624,28 +631,20 @@ def check_program_users(conf_d: Path = SUPERVISOR_CONF_D, uid: int | None = None
     uid = os.geteuid() if uid is None else uid
     if uid == 0:
         return
-    for path in sorted(conf_d.glob("*.conf")) if conf_d.is_dir() else []:
-        if path == PARENT_PROGRAMS_CONF:
+    for path, section, settings in _child_program_sections(conf_d):
+        user = settings.get("user", fallback="").strip()
+        if not user or "%(" in user:
             continue
-        parser = configparser.RawConfigParser(strict=False)
         try:
-            parser.read(path)
-        except configparser.Error:
-            continue  # child_programs names the file
-        for section in parser.sections():
-            user = parser.get(section, "user", fallback="").strip()
-            if not section.startswith("program:") or not user or "%(" in user:
-                continue
-            try:
-                wanted = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
-            except KeyError:
-                continue  # supervisord names an unknown user itself
-            if wanted != uid:
-                raise ConfigError(
-                    f"supervisord [{section}] in {path} has user={user}, but the container"
-                    f" runs as uid {uid}, not root, and supervisord cannot switch users:"
-                    f" remove user= from it (or run the container as root, --user 0)"
-                )
+            wanted = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        except KeyError:
+            continue  # supervisord names an unknown user itself
+        if wanted != uid:
+            raise ConfigError(
+                f"supervisord [{section}] in {path} has user={user}, but the container"
+                f" runs as uid {uid}, not root, and supervisord cannot switch users:"
+                f" remove user= from it (or run the container as root, --user 0)"
+            )
 
 
 def gunicorn_binds(command: str) -> list[str]:
