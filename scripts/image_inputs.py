@@ -24,14 +24,12 @@ INPUTS = ("packer.pkr.hcl", "ansible.cfg", "playbooks", "roles", "scripts/host-s
 LABEL = "aiohttp-parent.build.inputs"
 
 
+def git(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=check)
+
+
 def digest(settings: list[str]) -> str:
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "--", *INPUTS],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listed = git("ls-files", "-co", "--exclude-standard", "--", *INPUTS).stdout.split()
     h = hashlib.sha256()
     for name in sorted(listed):
         path = ROOT / name
@@ -57,13 +55,7 @@ def label(tag: str) -> str | None:
 def source_date_epoch() -> str:
     """The build's SOURCE_DATE_EPOCH: it moves only when the inputs do, so an
     image stays up to date across commits that leave them alone."""
-    proc = subprocess.run(
-        ["git", "log", "-1", "--format=%ct", "--", *INPUTS],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = git("log", "-1", "--format=%ct", "--", *INPUTS, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
