@@ -38,6 +38,7 @@ NOT_SETTINGS = {
     "AIOHTTP_PARENT_ENTRYPOINT",  # the entrypoint -> a child's bin/entrypoint.sh -> it again
     "AIOHTTP_PARENT_VARIANT",  # the image's ENV (Packer): onbuild or base, for `serve`
     "BUILD_CA_CERTIFICATES",  # a build arg ("Build arguments and environment")
+    "HOME",  # the user's; serve replaces one it cannot write ("Non-root and locked down")
     "VIRTUAL_ENV",  # the image's ENV
 }
 
