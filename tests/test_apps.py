@@ -317,6 +317,8 @@ def test_seed_style_child_serves_unchanged_with_one_warning(
     logs = docker.logs(name)
     assert logs.count("warning: seed-style child") == 1
     assert 'Recommended: README.rst, "Migrating a seed-style child"' in logs
+    # Its program's user=www-data: supervisord, not root, runs it as the app user.
+    assert "has user=www-data, but the container runs as uid 10001, not root" in logs
     masters = [p for p in processes(name) if p["ppid"] == 1 and "gunicorn" in p["cmd"]]
     assert len(masters) == 1
     assert "127.0.0.1:8000" in masters[0]["cmd"]  # theirs, not ours

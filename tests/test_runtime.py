@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -200,14 +201,15 @@ def programs(tmp_path: Path, user: str) -> Path:
 
 
 @pytest.mark.parametrize("user", ["root", "0"])
-def test_program_of_another_user_is_refused_when_not_root(tmp_path: Path, user: str) -> None:
-    with pytest.raises(runtime.ConfigError, match=rf"\[program:worker\] in .* has user={user},"):
-        runtime.check_program_users(programs(tmp_path, user), uid=10001)
+def test_program_of_another_user_is_named_when_not_root(tmp_path: Path, user: str) -> None:
+    (warning,) = runtime.foreign_program_users(programs(tmp_path, user), uid=10001)
+    assert re.match(rf"supervisord \[program:worker\] in .* has user={user},", warning)
+    assert "it runs as uid 10001" in warning
 
 
 @pytest.mark.parametrize(("user", "uid"), [("root", 0), ("10001", 10001), ("nobody-here", 10001)])
-def test_program_user_passes_when_supervisord_can_honour_it(
+def test_program_user_is_fine_when_supervisord_can_honour_it(
     tmp_path: Path, user: str, uid: int
 ) -> None:
     # As root it may switch; as that uid it need not; an unknown name is supervisord's to name.
-    runtime.check_program_users(programs(tmp_path, user), uid=uid)
+    assert runtime.foreign_program_users(programs(tmp_path, user), uid=uid) == []

@@ -624,13 +624,15 @@ def child_programs(conf_d: Path = SUPERVISOR_CONF_D) -> dict[str, str]:
     }
 
 
-def check_program_users(conf_d: Path = SUPERVISOR_CONF_D, uid: int | None = None) -> None:
-    """A child's supervisord program with user=SOMEONE ELSE cannot start unless
-    supervisord runs as root (the image's default user is the app's): say so
-    now, naming the program, rather than let it fail FATAL with exit 127."""
+def foreign_program_users(conf_d: Path = SUPERVISOR_CONF_D, uid: int | None = None) -> list[str]:
+    """Warnings for a child's supervisord programs with user=SOMEONE ELSE, which
+    supervisord cannot switch to unless it runs as root (the image's default
+    user is the app's). A seed habit (user=www-data): `serve` runs them as
+    this user instead, rather than leave them FATAL with exit 127."""
     uid = os.geteuid() if uid is None else uid
     if uid == 0:
-        return
+        return []
+    found = []
     for path, section, settings in _child_program_sections(conf_d):
         user = settings.get("user", fallback="").strip()
         if not user or "%(" in user:
@@ -640,11 +642,12 @@ def check_program_users(conf_d: Path = SUPERVISOR_CONF_D, uid: int | None = None
         except KeyError:
             continue  # supervisord names an unknown user itself
         if wanted != uid:
-            raise ConfigError(
-                f"supervisord [{section}] in {path} has user={user}, but the container"
-                f" runs as uid {uid}, not root, and supervisord cannot switch users:"
-                f" remove user= from it (or run the container as root, --user 0)"
+            found.append(
+                f"supervisord [{section}] in {path} has user={user}, but the container runs"
+                f" as uid {uid}, not root, and supervisord cannot switch users: it runs as"
+                f" uid {uid} (remove user= to say so, or run the container as root, --user 0)"
             )
+    return found
 
 
 def gunicorn_binds(command: str) -> list[str]:
