@@ -150,7 +150,11 @@ locals {
   created = var.source_date_epoch == "" ? "" : timeadd("1970-01-01T00:00:00Z", "${var.source_date_epoch}s")
   # The venv's lock (roles/python_venv/files/requirements.lock) is made from
   # the role's pins: other versions install unlocked, without hashes.
-  locked = var.aiohttp_version == "" && var.gunicorn_version == "" && var.uvloop_version == ""
+  locked = local.versions == {
+    aiohttp  = local.pins.python_venv_aiohttp_version
+    gunicorn = local.pins.python_venv_gunicorn_version
+    uvloop   = local.pins.python_venv_uvloop_version
+  }
   # Marks the start of the build in the build container (source_date_epoch).
   build_start    = "/var/tmp/aiohttp-parent-build-start"
   python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]

@@ -72,11 +72,11 @@ LOCKS = (
     Lock("requirements-tools.lock", "requirements-tools.txt", file_pins("requirements-tools.txt")),
     # The sbom role's generators, in a venv of their own in the image; the
     # role installs the lock with --no-deps, so what is not emitted is not
-    # installed (roles/sbom/files/sbom-requirements.in says why each).
+    # installed (roles/sbom/files/requirements.txt says why each).
     Lock(
-        "roles/sbom/files/sbom-requirements.txt",
-        "roles/sbom/files/sbom-requirements.in",
-        file_pins("roles/sbom/files/sbom-requirements.in"),
+        "roles/sbom/files/requirements.lock",
+        "roles/sbom/files/requirements.txt",
+        file_pins("roles/sbom/files/requirements.txt"),
         (
             "--universal",
             "--python-version",
