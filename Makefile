@@ -46,7 +46,7 @@ BASE_IMAGE_DIGEST = $(shell docker image inspect -f '{{if .RepoDigests}}{{index 
 # Inputs besides the files (scripts/image_inputs.py): a change rebuilds, a new
 # base image too (its digest).
 BUILD_SETTINGS = $(ARCH) $(DEBIAN_RELEASE) $(BASE_IMAGE) $(BASE_IMAGE_DIGEST) $(TAG_LATEST) $(CA_CERTIFICATES_KEEP) $(abspath $(CA_CERTIFICATES)) $(SOURCE_DATE_EPOCH)
-# `make image` copies each image's SBOM here; `make audit` reads it.
+# `make image` copies each image's SBOM here (`make audit SBOM=...` can read one).
 SBOM_DIR := build/sbom
 BUILD_INPUTS_DIGEST = $(shell python3 scripts/image_inputs.py $(BUILD_SETTINGS))
 
