@@ -109,10 +109,9 @@ $(VENV)/.installed: requirements-tools.lock requirements-collections.lock script
 # every package hash-checked from requirements-tools.lock.
 tools: $(VENV)/.installed
 
-# Every lock file from its top-level pins, with uv from the tool venv: the
-# venv's (from roles/python_venv/defaults/main.yml), the tool venv's (from
-# requirements-tools.txt), the ansible wheel's. The table is LOCKS in
-# scripts/lock.py: one line there adds a lock; tests/test_lock.py checks each.
+# Every lock file from its top-level pins, with uv from the tool venv. The
+# list is LOCKS in scripts/lock.py: one line there adds a lock;
+# tests/test_lock.py checks each, and that README.rst's table names it.
 lock: tools
 	python3 scripts/lock.py
 

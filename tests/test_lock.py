@@ -34,6 +34,15 @@ def test_each_lock_matches_its_top_level_pins(locked: lock.Lock) -> None:
 
 
 @pytest.mark.parametrize("locked", lock.LOCKS, ids=[lk.path for lk in lock.LOCKS])
+def test_readme_names_each_lock_and_its_pins(locked: lock.Lock) -> None:
+    readme = (lock.ROOT / "README.rst").read_text()
+    section = readme.split("\nLocked dependencies\n", 1)[1].split("\nReproducible builds\n")[0]
+    table = section.split("==\n", 1)[1]
+    assert f"``{locked.path}``" in table, f"README.rst's table of locks lacks {locked.path}"
+    assert f"``{locked.source}``" in table, f"README.rst's table of locks lacks {locked.source}"
+
+
+@pytest.mark.parametrize("locked", lock.LOCKS, ids=[lk.path for lk in lock.LOCKS])
 def test_every_locked_package_carries_hashes(locked: lock.Lock) -> None:
     lines = (lock.ROOT / locked.path).read_text().splitlines()
     bare = [
