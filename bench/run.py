@@ -239,7 +239,9 @@ def second_converge(image: str) -> tuple[float, int, list[str]]:
         "ca_certificates_files": [str(CA_BUNDLE)],
         "image_keep_ca_certificates": True,
     }
-    with docker.container(image, "infinity", opts=["--entrypoint", "sleep"]) as name:
+    # As root, as Packer's build container: the image's own user is not.
+    opts = ["--entrypoint", "sleep", "--user", "0"]
+    with docker.container(image, "infinity", opts=opts) as name:
         # As if the image were older than apt's cache_valid_time: nothing to
         # install means nothing to fetch, however old the image is.
         docker.docker("exec", name, "touch", "-d", "1 day ago", "/var/lib/apt/lists", check=True)
