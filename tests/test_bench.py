@@ -12,6 +12,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# What a second converge of playbooks/image.yml over the built image changes,
+# and only because the build purged python3-apt (which a web service never
+# needs): apt's check cannot tell without it and says "changed", the apt module
+# puts it back with fresh package lists, and the clean-up removes both again.
+# The playbook's own idempotence is molecule's `image` scenario (which keeps
+# python3-apt); anything else changing here is a task that is not idempotent.
+PYTHON3_APT_CHANGES = {
+    "ca_certificates : Check whether the CA certificates package needs installing",
+    "container : Remove the build-only packages",
+    "container : Remove what the build left behind",
+}
+
 
 @pytest.mark.slow
 def test_bench_smoke_run_writes_report_json_and_chart(parent_image: str, tmp_path: Path) -> None:
@@ -38,7 +50,8 @@ def test_bench_smoke_run_writes_report_json_and_chart(parent_image: str, tmp_pat
     assert figures["rps_direct"]["median"]["project"] > 0
     assert results["exit_codes"] == {"project": [0], "peer": [0]}
     converge = results["ansible_second_converge"]
-    assert converge["changed"] == 0, converge["changed_tasks"]
+    assert set(converge["changed_tasks"]) <= PYTHON3_APT_CHANGES, converge["changed_tasks"]
+    assert converge["changed"] == len(converge["changed_tasks"])
     report = (tmp_path / "latest.md").read_text()
     assert "Smoke run" in report
     assert "| Throughput, / through nginx |" in report
