@@ -20,7 +20,7 @@ def sbom(host) -> dict:
 
 def test_the_generators_are_installed_from_the_lock(host) -> None:
     lock = (ROOT / "roles/sbom/files/requirements.lock").read_text()
-    assert host.file(f"{SBOM_VENV}/requirements.txt").content_string == lock
+    assert host.file(f"{SBOM_VENV}/requirements.lock").content_string == lock
     pip = CONTRACT["aiohttp_parent_venv"] + "/bin/pip"
     assert "cyclonedx-bom==" in host.check_output(f"{pip} --python {SBOM_VENV}/bin/python freeze")
     # Installed from outside: no pip of its own.
