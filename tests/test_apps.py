@@ -327,6 +327,29 @@ def test_seed_style_child_serves_unchanged_with_one_warning(
 # --- locked down and read-only ---------------------------------------------------------------
 
 
+NOTES_APP = """import sqlite3
+from aiohttp import web
+
+
+def create_app():
+    db = sqlite3.connect("notes.sqlite3")  # next to the code, as tutorials do
+    db.execute("create table if not exists notes (body text)")
+    app = web.Application()
+    app["db"] = db
+    return app
+"""
+
+
+def test_app_writing_next_to_its_code_stops_saying_where_it_may_write(build_child) -> None:
+    # The app runs as the app user; /app is root's.
+    tag, _ = build_child({"notes.py": NOTES_APP, "requirements.txt": ""}, name="app-notes")
+    code, elapsed, logs = fail(tag, {"APP_MODULE": "notes:create_app"})
+    assert elapsed < FAILS_WITHIN, logs
+    assert code == 1, logs
+    assert "failed to start: OperationalError: unable to open database file" in logs
+    assert "(the app runs as uid 10001, which may write only in /tmp and in volumes" in logs
+
+
 def test_forgotten_app_module_is_named_even_with_a_worker_program(build_child) -> None:
     # A background worker program is not an app of its own.
     worker = "[program:worker]\ncommand=/var/www/venv/bin/python -c 'import time; time.sleep(600)'\nuser=app\n"

@@ -45,6 +45,19 @@ APP_LOAD_ERROR = 4  # gunicorn's exit status for an app that does not load
 HERE = str(Path(__file__).resolve().parent)
 
 
+def write_hint(exc: BaseException) -> str:
+    """Why an app that writes next to its code fails: it runs as an
+    unprivileged user, and /app and the venv are root's."""
+    denied = isinstance(exc, PermissionError) or "unable to open database file" in str(exc)
+    if not denied or os.geteuid() == 0:
+        return ""
+    return (
+        f" (the app runs as uid {os.geteuid()}, which may write only in /tmp and in volumes"
+        ' it owns; the app dir and the venv are read-only to it: README.rst, "Non-root and'
+        ' locked down")'
+    )
+
+
 class AppError(Exception):
     """APP_MODULE cannot be served; the text says why and what to change."""
 
@@ -228,7 +241,7 @@ def load(spec: str) -> Target:
         ) from exc
     except Exception as exc:  # any error in the user's module is reported the same way
         raise AppError(
-            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}"
+            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}{write_hint(exc)}"
         ) from exc
 
     obj: object = module
@@ -307,6 +320,7 @@ async def build(target: Target) -> web.Application | web.AppRunner:
     except Exception as exc:
         raise AppError(
             f"APP_MODULE={target.spec!r} failed to start: {type(exc).__name__}: {exc}"
+            + write_hint(exc)
         ) from exc
     if isinstance(result, (web.Application, web.AppRunner)):
         return result

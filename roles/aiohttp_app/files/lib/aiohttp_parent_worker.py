@@ -146,7 +146,9 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
             if isinstance(exc, aiohttp_parent_app.AppError):
                 return self._boot_failed(str(exc), exc.__cause__)
             return self._boot_failed(
-                f"APP_MODULE={app_module()!r} failed to start: {type(exc).__name__}: {exc}", exc
+                f"APP_MODULE={app_module()!r} failed to start: {type(exc).__name__}: {exc}"
+                + aiohttp_parent_app.write_hint(exc),
+                exc,
             )
         await running
 
