@@ -145,3 +145,10 @@ def test_packer_reads_plain_values_of_the_contract_file() -> None:
     assert "aiohttp_parent_container" not in used
     expressions = {name: raw[name] for name in used if "{{" in str(raw[name])}
     assert not expressions, f"Packer would read these literally: {expressions}"
+
+
+def test_the_images_user_is_not_root() -> None:
+    # Packer makes it the image's USER: 0 would run everything as root again.
+    uid = VALUES["aiohttp_parent_container_uid"]
+    assert isinstance(uid, int), uid
+    assert uid > 0, uid
