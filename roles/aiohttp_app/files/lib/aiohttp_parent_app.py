@@ -47,7 +47,7 @@ HERE = str(Path(__file__).resolve().parent)
 
 def write_hint(exc: BaseException) -> str:
     """Why an app that writes next to its code fails: it runs as an
-    unprivileged user, and /app and the venv are root's."""
+    unprivileged user, and the app dir and the venv are root's."""
     denied = isinstance(exc, PermissionError) or "unable to open database file" in str(exc)
     if not denied or os.geteuid() == 0:
         return ""
