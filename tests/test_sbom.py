@@ -22,6 +22,7 @@ import yaml
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
+from scripts.lock import canonical
 from tests import docker
 from tests.conftest import ChildBuilder
 
@@ -32,10 +33,6 @@ VENVS = (CONTRACT["aiohttp_parent_venv"], SBOM_VENV)
 # A child that adds a package and overrides the parent's aiohttp pin.
 OLDER_AIOHTTP = "3.13.5"
 CHILD_REQUIREMENTS = f"six==1.16.0\naiohttp=={OLDER_AIOHTTP}\n"
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def python_packages(sbom: dict[str, Any], venv: str) -> set[tuple[str, str]]:
