@@ -131,6 +131,8 @@ def markdown(results: dict, smoke: bool) -> str:
     exits = results["exit_codes"]
     lines += [
         "",
+        *_machine_lines(results),
+        "",
         f"- Project: `/` through nginx ÷ gunicorn direct (API-only) = {_fmt(nvd['ratio'])}x "
         f"(target {nvd['target']}: {'met' if nvd['met'] else '**missed**'}).",
         f"- `docker stop` exit codes: project {exits['project']}, peer {exits['peer']} "
@@ -140,18 +142,68 @@ def markdown(results: dict, smoke: bool) -> str:
         "The peer has no equivalent.",
         "",
     ]
+    lines += _explain_lines(results)
     missed = [key for key, f in figs.items() if f["met"] is False]
     if missed:
         lines += ["## Missed targets", ""]
         lines += [f"- **{figs[key]['title']}**: {NOTES.get(key, '')}" for key in missed]
         lines.append("")
-    informative = [
-        k for k in ("rps_nginx", "rps_static", "rps_direct", "rss", "stop") if k not in missed
-    ]
+    informative = [key for key in NOTES if key in figs and key not in missed]
     lines += ["## Notes", ""]
     lines += [f"- {figs[key]['title']}: {NOTES[key]}" for key in informative]
     lines += ["", FLAWS]
     return "\n".join(lines)
+
+
+def _machine_lines(results: dict) -> list[str]:
+    """The machine's state at the start and the end: a busy one is called out."""
+    state = results.get("machine_state", {})
+    lines = []
+    for when in ("before", "after"):
+        if when not in state:
+            continue
+        s = state[when]
+        others = ", ".join(s["other_containers"]) or "none"
+        lines.append(
+            f"- Machine {when} the run: load {s['load']:.2f}, CPU {s['busy_percent']:.0f} % busy, "
+            f"other containers: {others}."
+        )
+        if s["other_containers"] or s["busy_percent"] > 25:
+            lines.append("  **Warning: the machine was not quiet; these figures may mislead.**")
+    return lines
+
+
+def _explain_lines(results: dict) -> list[str]:
+    """What explains the figures: the access log's cost, memory per process,
+    the cold build's slowest Ansible tasks."""
+    lines = ["## What explains the figures", ""]
+    off = results.get("access_log_off", {})
+    figs = results["figures"]
+    for key, entry in off.items():
+        with_log = figs[key]["median"]["project"]
+        peer = figs[key]["median"]["peer"]
+        lines.append(
+            f"- {figs[key]['title']}, project with its access log off: {_fmt(entry['median'])} "
+            f"req/s ({_fmt(entry['median'] / peer if peer else None)}x the peer; "
+            f"{_fmt(with_log)} with it on)."
+        )
+    for side, processes in results.get("processes", {}).items():
+        lines += ["", f"Idle memory per process, {side} (MiB, last round):", ""]
+        lines += ["| Process | RSS | PSS |", "|---|---|---|"]
+        lines += [
+            f"| `{p['command']}` | {p['rss']:.1f} | {p['pss']:.1f} |"
+            for p in sorted(processes, key=lambda p: -p["pss"])
+        ]
+    tasks = results.get("ansible_tasks")
+    if tasks:
+        lines += [
+            "",
+            f"Cold build: {tasks['tasks']:.0f} Ansible tasks, {tasks['seconds']:.1f} s of the "
+            "build (medians over the rounds); the slowest:",
+            "",
+        ]
+        lines += [f"- {t['task']}: {t['seconds']:.1f} s" for t in tasks["slowest"]]
+    return [*lines, ""]
 
 
 def chart(results: dict, path: Path) -> None:

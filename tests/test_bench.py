@@ -43,11 +43,31 @@ def test_bench_smoke_run_writes_report_json_and_chart(parent_image: str, tmp_pat
     )
     results = json.loads((tmp_path / "latest.json").read_text())
     figures = results["figures"]
-    for key in ("parent_size", "child_build", "startup", "rps_nginx", "rps_static", "rss", "stop"):
+    for key in (
+        "parent_size",
+        "child_build",
+        "realistic_cold",
+        "realistic_rebuild",
+        "startup",
+        "rps_nginx",
+        "rps_static",
+        "rps_direct",
+        "rss",
+        "pss",
+        "stop",
+    ):
         assert figures[key]["median"]["project"] > 0, key
         assert figures[key]["median"]["peer"] > 0, key
         assert figures[key]["ratio"] is not None, key
-    assert figures["rps_direct"]["median"]["project"] > 0
+    # What explains them: per-process memory, the access log's cost, the machine.
+    for side in ("project", "peer"):
+        processes = results["processes"][side]
+        assert any("nginx" in p["command"] for p in processes), processes
+        assert any("gunicorn" in p["command"] for p in processes), processes
+        total = sum(p["pss"] for p in processes)
+        assert total == pytest.approx(figures["pss"]["samples"][side][-1]), processes
+    assert set(results["access_log_off"]) == {"rps_nginx", "rps_static", "rps_direct"}
+    assert set(results["machine_state"]) == {"before", "after"}
     assert results["exit_codes"] == {"project": [0], "peer": [0]}
     converge = results["ansible_second_converge"]
     assert set(converge["changed_tasks"]) <= PYTHON3_APT_CHANGES, converge["changed_tasks"]
