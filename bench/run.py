@@ -105,7 +105,11 @@ def build_project_parent(s: Settings) -> tuple[float, list[tuple[str, float]]]:
     if not s.packer_vars:
         raise SystemExit("bench: no Packer variables given; run `make bench`")
     cmd = ["packer", "build", "-color=false", *s.packer_vars, "."]
-    env = {**os.environ, "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks"}
+    env = {
+        **os.environ,
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+        "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all",
+    }
     start = time.monotonic()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -117,7 +121,7 @@ def ansible_task_times(output: str) -> list[tuple[str, float]]:
     """profile_tasks' closing summary: `role : task ---- 7.40s` lines, slowest first."""
     # Packer prefixes each line (`docker.parent: `); the summary follows the recap.
     summary = output.rsplit("PLAY RECAP", 1)[-1]
-    line = re.compile(r"^(?:\S+: )?(.+?) -{3,} (\d+\.\d+)s$", re.M)
+    line = re.compile(r"^\s*(?:[\w.-]+: )?(.+?) -{3,} (\d+\.\d+)s$", re.M)
     return [(name.strip(), float(seconds)) for name, seconds in line.findall(summary)]
 
 
