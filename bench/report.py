@@ -123,7 +123,7 @@ def markdown(results: dict, smoke: bool) -> str:
         )
         lines.append(
             f"| {f['title']} | {_fmt(f['median']['project'], f['unit'])} | "
-            f"{_fmt(f['median']['peer'], f['unit'])} | {_fmt(f['ratio'])}x | "
+            f"{_fmt(f['median']['peer'], f['unit'])} | {_fmt(f['ratio'])}{'x' if f['ratio'] is not None else ''} | "
             f"{f['target'] or '—'} | {met} | {samples} |"
         )
     nvd = results["nginx_vs_direct"]
