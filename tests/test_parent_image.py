@@ -103,6 +103,14 @@ def test_onbuild_triggers_follow_the_contract_order(config: dict) -> None:
     assert triggers[10].endswith('"/usr/local/lib/aiohttp-parent/onbuild"]')
 
 
+def test_readme_shows_the_copy_and_run_triggers_as_they_are(config: dict) -> None:
+    # README.rst, "Two parts: what the build cache keeps", lists them verbatim.
+    readme = (ROOT / "README.rst").read_text()
+    for trigger in config["OnBuild"]:
+        if trigger.split()[0] in ("COPY", "WORKDIR", "RUN"):
+            assert f"    {trigger}\n" in readme
+
+
 def test_exposes_http_and_https(config: dict) -> None:
     assert set(config["ExposedPorts"]) == {"80/tcp", "443/tcp"}
 
