@@ -36,7 +36,8 @@ CONFIG_KEYS = ("find-links", "index-url", "extra-index-url", "constraint")
 ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 NAMED_URL = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(?:\[[^\]]*\])?\s*@\s*(\S+)")
-# pip expands ${NAME} (and only this form) in requirements files.
+# pip expands environment variables in requirements files, in braces only
+# (a dollar sign, then the upper-case name in braces).
 ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
 COMMENT = re.compile(r"(^|\s+)#.*$")
 
@@ -74,7 +75,7 @@ def requirement_is_local(text: str) -> bool:
 
 def logical_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) as pip reads them: continuations joined, comments cut,
-    ${VAR}s expanded."""
+    environment variables expanded."""
     lines: list[tuple[int, str]] = []
     start, parts = 0, []
     for number, raw in enumerate(path.read_text().splitlines(), 1):
