@@ -303,6 +303,19 @@ def test_what_needs_the_whole_context_is_deferred_and_installed(build_child, cas
         assert "Looking in indexes: https://pypi.org/simple/" in log
 
 
+def test_pip_failure_in_the_first_part_fails_the_build_there(build_child) -> None:
+    # A self-contained requirements file that pip cannot install is no reason
+    # to wait for the rest of the build context: the build stops at once.
+    files = {"requirements.txt": "this-package-does-not-exist-aiohttp-parent==0.0.1\n"}
+    tag, result = build_child({**files, "app.py": ""}, check=False, name="pipfail")
+    log = docker.build_log(result)
+    assert result.returncode != 0
+    assert "'pip install -r requirements.txt' failed" in log
+    assert "onbuild: deferring" not in log
+    assert "onbuild dependencies" in result.output  # the first part's RUN failed
+    assert not docker.image_exists(tag)
+
+
 def test_constraints_and_setup_exports_apply_in_the_first_part(build_child) -> None:
     files = {
         "requirements.txt": "-c constraints.txt\nsix\n",
