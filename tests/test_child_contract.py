@@ -316,6 +316,53 @@ def test_pip_failure_in_the_first_part_fails_the_build_there(build_child) -> Non
     assert not docker.image_exists(tag)
 
 
+SELF_CONTAINED = [
+    "six==1.16.0 --hash=sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926\n",
+    'six; python_version >= "3.8"\n',
+    "pkg @ https://example.org/pkg-1.0.tar.gz\n",
+    "-e git+https://example.org/pkg.git#egg=pkg\n",
+    "-i https://pypi.org/simple\n--extra-index-url=https://example.org/simple\nsix\n",
+    "-c constraints.txt\nsix  # the constraints file is in the first part\n",
+]
+NEEDS_CONTEXT = {
+    "pkg @ file:///app/pkg\n": "'pkg @ file:///app/pkg' installs from a path",
+    "dist/pkg-1.0-py3-none-any.whl\n": "'dist/pkg-1.0-py3-none-any.whl' installs from a path",
+    "-e ./src/lib\n": "'-e ./src/lib' installs from a path",
+    "six \\\n  ; python_version > '3'\n-e .\n": "line 3: '-e .'",
+    "--find-links=file:///app/wheels\nsix\n": "'--find-links file:///app/wheels' is a path",
+    "-c requirements/constraints.txt\n": "'-c requirements/constraints.txt' is a file",
+}
+
+
+def needs_context(image: str, requirements: str, env: tuple[str, ...] = ()) -> str:
+    """What the first part's check says of REQUIREMENTS, next to a constraints.txt."""
+    script = (
+        'cd "$(mktemp -d)" && printf %s "$1" > requirements.txt && : > constraints.txt'
+        " && python /usr/local/lib/aiohttp-parent/requirements.py needs-context requirements.txt"
+    )
+    opts = [f"--env={e}" for e in env]
+    result = docker.run(image, "sh", "-c", script, "sh", requirements, opts=opts)
+    assert result.returncode == 0, result.output
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("requirements", SELF_CONTAINED)
+def test_self_contained_requirements_install_in_the_first_part(
+    parent_image: str, requirements: str
+) -> None:
+    assert needs_context(parent_image, requirements) == ""
+
+
+@pytest.mark.parametrize("requirements", NEEDS_CONTEXT)
+def test_requirements_that_need_the_context_are_named(parent_image: str, requirements: str) -> None:
+    assert NEEDS_CONTEXT[requirements] in needs_context(parent_image, requirements)
+
+
+def test_pip_settings_that_need_the_context_are_named(parent_image: str) -> None:
+    why = needs_context(parent_image, "six\n", env=("PIP_FIND_LINKS=./wheels",))
+    assert why == "PIP_FIND_LINKS=./wheels is a path this step does not have"
+
+
 def test_constraints_and_setup_exports_apply_in_the_first_part(build_child) -> None:
     files = {
         "requirements.txt": "-c constraints.txt\nsix\n",
