@@ -194,22 +194,37 @@ locals {
   }
 
   # The child-image contract, run in this order by `FROM aiohttp-parent`:
-  # build args and environment, the build context into the app dir, then the
-  # onbuild script (container/files into /, bin/setup.sh, requirements,
-  # setup.py or pyproject.toml, bin/cleanup.sh). Logic lives in the script.
+  # build args and environment; then in two parts, so that a change to the
+  # app's code reuses the layer of its dependencies: only what they need
+  # (requirements*.txt, constraints*.txt, bin/, container/) into the app dir
+  # and `onbuild dependencies` (container/files into /, bin/setup.sh, the
+  # requirements), then the whole build context and `onbuild` (what the first
+  # part deferred, setup.py or pyproject.toml, bin/cleanup.sh, nginx -t).
+  # Logic lives in the script (README.rst, "The child contract").
+  # A COPY fails when none of its sources exists (the classic builder, Buildah),
+  # so each names requirements*.txt, Dockerfile and Containerfile too; the
+  # brackets make the names globs, which may match nothing. A COPY of several
+  # sources copies a directory's contents, hence one COPY per directory, into
+  # its place; `onbuild dependencies` removes the extra files it brings.
   # BUILD_CA_CERTIFICATES is an ARG only, never ENV: with-build-ca trusts it
-  # for the onbuild step and keeps it out of every layer. The steps run as
+  # for the onbuild steps and keeps it out of every layer. The steps run as
   # root (they install into the root-owned venv and copy container/files
   # into /); the last trigger hands the child back to the unprivileged USER,
   # so the child's own instructions and its containers run as that user.
+  # No RUN --mount here: the classic builder refuses a child that has one.
+  anchors = "requirements*.txt Dockerfil[e] Containerfil[e]"
   onbuild = [
     "ONBUILD USER root",
     "ONBUILD ARG DEV=0",
     "ONBUILD ARG PYTHONASYNCIODEBUG=",
     "ONBUILD ARG BUILD_CA_CERTIFICATES=",
     "ONBUILD ENV DEV=$DEV PYTHONASYNCIODEBUG=$PYTHONASYNCIODEBUG",
-    "ONBUILD COPY . ${local.app_dir}",
+    "ONBUILD COPY ${local.anchors} constraints*.txt ${local.app_dir}/",
+    "ONBUILD COPY ${local.anchors} bi[n] ${local.app_dir}/bin/",
+    "ONBUILD COPY ${local.anchors} containe[r] ${local.app_dir}/container/",
     "ONBUILD WORKDIR ${local.app_dir}",
+    format("ONBUILD RUN [%q, %q, %q]", "${local.lib_dir}/with-build-ca", "${local.lib_dir}/onbuild", "dependencies"),
+    "ONBUILD COPY . ${local.app_dir}",
     format("ONBUILD RUN [%q, %q]", "${local.lib_dir}/with-build-ca", "${local.lib_dir}/onbuild"),
     "ONBUILD USER ${local.user}",
   ]

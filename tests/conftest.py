@@ -78,11 +78,14 @@ def parent_host(parent_image: str) -> Iterator[testinfra.host.Host]:
         yield testinfra.get_host(f"docker://{name}")
 
 
-def write_context(path: Path, files: dict[str, str]) -> None:
+def write_context(path: Path, files: dict[str, str | bytes]) -> None:
     for name, content in files.items():
         target = path / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
         if name.endswith(".sh"):
             target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
@@ -129,7 +132,7 @@ def child_builder(
     built: list[str] = []
 
     def build(
-        files: dict[str, str],
+        files: dict[str, str | bytes],
         build_args: dict[str, str] | None = None,
         check: bool = True,
         name: str = "child",

@@ -3,10 +3,12 @@ with BuildKit (what users get) and then with the classic builder."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import tarfile
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -68,16 +70,91 @@ def test_setup_sh_is_sourced_and_sees_dev(build_child, dev: str) -> None:
     assert docker.run(tag, "cat", "/etc/child-setup").stdout == f"dev={dev}\nsetup-export=yes\n"
 
 
-def test_child_build_is_cached_until_any_file_of_its_context_changes(build_child) -> None:
-    # README, "Without ONBUILD": COPY . /app is the first step of a child, so
-    # a change to any file reruns them all, pip install included.
-    files = {**REQS, "app.py": "A = 1\n"}
-    build_child(files, name="cache")
+def layers(tag: str) -> list[str]:
+    return docker.inspect(tag)["RootFS"]["Layers"]
+
+
+PIP_STEP = "aiohttp-parent onbuild: pip install -r requirements.txt"
+
+
+def test_code_change_reuses_the_dependencies_layer(build_child) -> None:
+    # README, "Two parts": only requirements*.txt, constraints*.txt, bin/ and
+    # container/ key the layer of the dependencies; COPY . /app comes after it.
+    files = {"requirements.txt": "six==1.16.0\n", "app.py": "A = 1\n"}
+    first, _ = build_child(files, name="cache", cache=True)
     _, again = build_child(files, name="cache", cache=True)
-    changed = {**files, "app.py": f"A = {uuid.uuid4().hex!r}\n"}  # in no earlier cache
-    _, rebuilt = build_child(changed, name="cache", cache=True)
     assert "aiohttp-parent onbuild:" not in again.output
-    assert "aiohttp-parent onbuild: done" in docker.build_log(rebuilt).splitlines()
+    code = f"A = {uuid.uuid4().hex!r}\n"  # in no earlier cache
+    tag, rebuilt = build_child({**files, "app.py": code}, name="cache", cache=True)
+    lines = docker.build_log(rebuilt).splitlines()
+    assert PIP_STEP not in lines
+    assert "aiohttp-parent onbuild: done" in lines
+    # Every layer but the last two (COPY . /app and the second RUN) is the first build's.
+    assert layers(tag)[:-2] == layers(first)[:-2]
+    assert docker.run(tag, "cat", "/app/app.py").stdout == code
+    assert docker.run(tag, "python", "-c", "import six").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["requirements.txt", "bin/setup.sh", "container/files/etc/child.conf"],
+)
+def test_change_to_what_dependencies_need_reruns_them(build_child, change: str) -> None:
+    files = {
+        "requirements.txt": "six==1.16.0\n",
+        "bin/setup.sh": "true\n",
+        "container/files/etc/child.conf": "# child\n",
+    }
+    build_child(files, name="rerun", cache=True)
+    changed = {**files, change: files[change] + f"# {uuid.uuid4().hex}\n"}
+    _, rebuilt = build_child(changed, name="rerun", cache=True)
+    lines = docker.build_log(rebuilt).splitlines()
+    assert lines.index(PIP_STEP) < lines.index("aiohttp-parent onbuild: done")
+
+
+def app_files(tag: str) -> set[str]:
+    out = docker.run(tag, "find", "/app", "-mindepth", "1", "-printf", "%P %m\n").stdout
+    return set(out.splitlines())
+
+
+def test_app_dir_holds_the_build_context_and_nothing_else(build_child) -> None:
+    # The first part's COPYs bring Dockerfile and requirements*.txt along with
+    # bin/ and container/ (README, "Two parts"); none stays where it landed.
+    files = {
+        "requirements.txt": "",
+        "requirements-dev.txt": "",
+        "constraints.txt": "",
+        "bin/setup.sh": "true\n",
+        "container/files/etc/child.conf": "# child\n",
+        "myapp/__init__.py": "",
+    }
+    tag, _ = build_child(files, name="appdir")
+    expected = {
+        "Dockerfile 644",
+        "requirements.txt 644",
+        "requirements-dev.txt 644",
+        "constraints.txt 644",
+        "bin 755",
+        "bin/entrypoint.sh 755",  # the parent's
+        "bin/setup.sh 755",
+        "container 755",
+        "container/files 755",
+        "container/files/etc 755",
+        "container/files/etc/child.conf 644",
+        "myapp 755",
+        "myapp/__init__.py 644",
+    }
+    assert app_files(tag) == expected
+
+
+def test_child_without_bin_or_container_gets_neither(build_child) -> None:
+    tag, _ = build_child(REQS, name="appdir-bare")
+    assert app_files(tag) == {
+        "Dockerfile 644",
+        "requirements.txt 644",
+        "bin 755",
+        "bin/entrypoint.sh 755",
+    }
 
 
 def test_workdir_is_app(build_child) -> None:
@@ -149,6 +226,157 @@ def test_cleanup_sh_is_sourced(build_child) -> None:
         {**REQS, "bin/cleanup.sh": "rm -rf /app/docs\n", "docs/a.txt": "x"}, name="cleanup"
     )
     assert docker.run(tag, "test", "-e", "/app/docs").returncode == 1
+
+
+def wheel(name: str, version: str) -> bytes:
+    """A minimal pure-Python wheel of module NAME, for --find-links tests."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{dist}/RECORD"])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return buffer.getvalue()
+
+
+SIX = {"requirements.txt": "six==1.16.0\n"}
+SETUP_ENV = "export FROM_SETUP=yes PIP_INDEX_URL=https://pypi.org/simple/\n"
+CLEANUP_SEES = 'echo "cleanup sees FROM_SETUP=$FROM_SETUP"\n'
+DEFERRED = {
+    "editable": (
+        {"requirements.txt": "six==1.16.0\n-e .\n", "setup.py": SETUP_PY, "childmod.py": ""},
+        "requirements.txt line 2: '-e .' installs from a path in the build context",
+        "import six, childmod",
+    ),
+    "local-path": (
+        {"requirements.txt": "./pkg\n", "pkg/setup.py": SETUP_PY, "pkg/childmod.py": ""},
+        "requirements.txt line 1: './pkg' installs from a path in the build context",
+        "import childmod",
+    ),
+    "include": (
+        {
+            "requirements.txt": "-r requirements/base.txt\n",
+            "requirements/base.txt": "six==1.16.0\n",
+        },
+        "requirements.txt line 1: '-r requirements/base.txt' is a file this step does not have",
+        "import six",
+    ),
+    "find-links": (
+        {"requirements.txt": "--find-links ./wheels\nlocalwheel==1.0\n"},
+        "requirements.txt line 1: '--find-links ./wheels' is a path this step does not have",
+        "import localwheel",
+    ),
+    "setup-needs-the-app": (
+        {**SIX, "bin/setup.sh": ". myapp/env.sh\n", "myapp/env.sh": SETUP_ENV},
+        "it failed (exit status 1) with only requirements*.txt, constraints*.txt, bin/ and container/",
+        "import os; assert os.path.exists('/app/myapp/env.sh')",
+    ),
+    "setup-writes-the-app": (
+        {**SIX, "bin/setup.sh": "echo generated > /app/generated.txt\n" + SETUP_ENV},
+        "it changed /app/generated.txt, which COPY . /app may then overwrite",
+        "assert open('/app/generated.txt').read() == 'generated\\n'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DEFERRED, ids=list(DEFERRED))
+def test_what_needs_the_whole_context_is_deferred_and_installed(build_child, case: str) -> None:
+    files, why, check = DEFERRED[case]
+    files = {**files, "bin/cleanup.sh": CLEANUP_SEES}
+    if case == "find-links":
+        files["wheels/localwheel-1.0-py3-none-any.whl"] = wheel("localwheel", "1.0")
+    tag, result = build_child(files, name="deferred")
+    log = docker.build_log(result)
+    deferrals = [line for line in log.splitlines() if "onbuild: deferring" in line]
+    assert len(deferrals) == 1, log
+    assert why in deferrals[0]
+    assert "aiohttp-parent onbuild: done" in log.splitlines()
+    assert docker.run(tag, "python", "-c", check).returncode == 0
+    if any(SETUP_ENV in str(content) for content in files.values()):
+        # What bin/setup.sh exported reaches the second part: pip and cleanup.sh.
+        assert "cleanup sees FROM_SETUP=yes" in log.splitlines()
+        assert "Looking in indexes: https://pypi.org/simple/" in log
+
+
+def test_pip_failure_in_the_first_part_fails_the_build_there(build_child) -> None:
+    # A self-contained requirements file that pip cannot install is no reason
+    # to wait for the rest of the build context: the build stops at once.
+    files = {"requirements.txt": "this-package-does-not-exist-aiohttp-parent==0.0.1\n"}
+    tag, result = build_child({**files, "app.py": ""}, check=False, name="pipfail")
+    log = docker.build_log(result)
+    assert result.returncode != 0
+    assert "'pip install -r requirements.txt' failed" in log
+    assert "onbuild: deferring" not in log
+    assert "onbuild dependencies" in result.output  # the first part's RUN failed
+    assert not docker.image_exists(tag)
+
+
+SELF_CONTAINED = [
+    "six==1.16.0 --hash=sha256:1e61c37477a1626458e36f7b1d82aa5c9b094fa4802892072e49de9c60c4c926\n",
+    'six; python_version >= "3.8"\n',
+    "pkg @ https://example.org/pkg-1.0.tar.gz\n",
+    "-e git+https://example.org/pkg.git#egg=pkg\n",
+    "-i https://pypi.org/simple\n--extra-index-url=https://example.org/simple\nsix\n",
+    "-c constraints.txt\nsix  # the constraints file is in the first part\n",
+]
+NEEDS_CONTEXT = {
+    "pkg @ file:///app/pkg\n": "'pkg @ file:///app/pkg' installs from a path",
+    "dist/pkg-1.0-py3-none-any.whl\n": "'dist/pkg-1.0-py3-none-any.whl' installs from a path",
+    "-e ./src/lib\n": "'-e ./src/lib' installs from a path",
+    "six \\\n  ; python_version > '3'\n-e .\n": "line 3: '-e .'",
+    "--find-links=file:///app/wheels\nsix\n": "'--find-links file:///app/wheels' is a path",
+    "-c requirements/constraints.txt\n": "'-c requirements/constraints.txt' is a file",
+}
+
+
+def needs_context(image: str, requirements: str, env: tuple[str, ...] = ()) -> str:
+    """What the first part's check says of REQUIREMENTS, next to a constraints.txt."""
+    script = (
+        'cd "$(mktemp -d)" && printf %s "$1" > requirements.txt && : > constraints.txt'
+        " && python /usr/local/lib/aiohttp-parent/requirements.py needs-context requirements.txt"
+    )
+    opts = [f"--env={e}" for e in env]
+    result = docker.run(image, "sh", "-c", script, "sh", requirements, opts=opts)
+    assert result.returncode == 0, result.output
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("requirements", SELF_CONTAINED)
+def test_self_contained_requirements_install_in_the_first_part(
+    parent_image: str, requirements: str
+) -> None:
+    assert needs_context(parent_image, requirements) == ""
+
+
+@pytest.mark.parametrize("requirements", NEEDS_CONTEXT)
+def test_requirements_that_need_the_context_are_named(parent_image: str, requirements: str) -> None:
+    assert NEEDS_CONTEXT[requirements] in needs_context(parent_image, requirements)
+
+
+def test_pip_settings_that_need_the_context_are_named(parent_image: str) -> None:
+    why = needs_context(parent_image, "six\n", env=("PIP_FIND_LINKS=./wheels",))
+    assert why == "PIP_FIND_LINKS=./wheels is a path this step does not have"
+
+
+def test_constraints_and_setup_exports_apply_in_the_first_part(build_child) -> None:
+    files = {
+        "requirements.txt": "-c constraints.txt\nsix\n",
+        "constraints.txt": "six==1.15.0\n",
+        "bin/setup.sh": SETUP_ENV,
+        "bin/cleanup.sh": CLEANUP_SEES,
+    }
+    tag, result = build_child(files, name="constraints")
+    log = docker.build_log(result)
+    assert "onbuild: deferring" not in log
+    assert "Looking in indexes: https://pypi.org/simple/" in log
+    assert "cleanup sees FROM_SETUP=yes" in log.splitlines()
+    code = "import six; print(six.__version__)"
+    assert docker.run(tag, "python", "-c", code).stdout.strip() == "1.15.0"
 
 
 # --- environment ------------------------------------------------------------

@@ -77,14 +77,38 @@ def test_onbuild_triggers_follow_the_contract_order(config: dict) -> None:
     assert config["OnBuild"][-1] == f"USER {config['User']}"
     triggers = config["OnBuild"][1:-1]
     kinds = [t.split()[0] for t in triggers]
-    assert kinds == ["ARG", "ARG", "ARG", "ENV", "COPY", "WORKDIR", "RUN"]
+    assert kinds == [
+        "ARG",
+        "ARG",
+        "ARG",
+        "ENV",
+        "COPY",
+        "COPY",
+        "COPY",
+        "WORKDIR",
+        "RUN",
+        "COPY",
+        "RUN",
+    ]
     assert triggers[0] == "ARG DEV=0"
     # A build arg only: an ENV would keep the CA in the child's config.
     assert triggers[2] == "ARG BUILD_CA_CERTIFICATES="
     assert "BUILD_CA_CERTIFICATES" not in triggers[3]
-    assert triggers[4] == "COPY . /app"
-    assert "/usr/local/lib/aiohttp-parent/with-build-ca" in triggers[-1]
-    assert "/usr/local/lib/aiohttp-parent/onbuild" in triggers[-1]
+    # What the dependencies need comes first, the whole build context after them.
+    assert [t.split()[-2] for t in triggers[4:7]] == ["constraints*.txt", "bi[n]", "containe[r]"]
+    assert triggers[8].endswith('"/usr/local/lib/aiohttp-parent/onbuild", "dependencies"]')
+    assert triggers[9] == "COPY . /app"
+    for run in (triggers[8], triggers[10]):
+        assert "/usr/local/lib/aiohttp-parent/with-build-ca" in run
+    assert triggers[10].endswith('"/usr/local/lib/aiohttp-parent/onbuild"]')
+
+
+def test_readme_shows_the_copy_and_run_triggers_as_they_are(config: dict) -> None:
+    # README.rst, "Two parts: what the build cache keeps", lists them verbatim.
+    readme = (ROOT / "README.rst").read_text()
+    for trigger in config["OnBuild"]:
+        if trigger.split()[0] in ("COPY", "WORKDIR", "RUN"):
+            assert f"    {trigger}\n" in readme
 
 
 def test_exposes_http_and_https(config: dict) -> None:
