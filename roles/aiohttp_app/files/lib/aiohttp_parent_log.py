@@ -30,6 +30,7 @@ import logging
 import os
 import select
 import sys
+from collections.abc import Mapping
 
 from gunicorn import glogging
 
@@ -53,7 +54,10 @@ class BufferedLines(logging.Logger):
         atexit.register(self.flush)
 
     def info(self, msg: object, *args: object, **kwargs: object) -> None:
-        text = str(msg) % args if args else str(msg)
+        # As logging does: one mapping is the values (gunicorn's own access()
+        # passes its atoms so).
+        one_mapping = len(args) == 1 and isinstance(args[0], Mapping) and args[0]
+        text = str(msg) % (args[0] if one_mapping else args) if args else str(msg)
         line = (text + "\n").encode("utf-8", "backslashreplace")
         if self._size + len(line) > BATCH_BYTES:
             self.flush()
