@@ -146,6 +146,32 @@ def test_api_only_spoofed_forwarded_for_is_not_trusted(example_image: str) -> No
         assert seen["remote"] != "203.0.113.9"
 
 
+def access_lines(name: str, marker: str) -> list[str]:
+    return [line for line in docker.logs(name).splitlines() if f"GET {marker}" in line]
+
+
+def test_api_only_access_log_line_reaches_docker_logs_while_idle(example_image: str) -> None:
+    """Lines are written in batches; an idle worker still writes its last one
+    within about a second (the wait here is generous, not a speed bound)."""
+    with served(example_image, env={"API_ONLY": "1"}) as svc:
+        http.request(svc.http, "/idle-line", headers={"User-Agent": "idle-probe"})
+        assert docker.wait_for(lambda: access_lines(svc.name, "/idle-line"), timeout=10)
+        (line,) = access_lines(svc.name, "/idle-line")
+        # aiohttp's default format, as gunicorn's access log had it.
+        assert '"GET /idle-line HTTP/1.1" 404' in line
+        assert line.endswith('"-" "idle-probe"')
+
+
+def test_api_only_access_log_keeps_every_line_through_docker_stop(example_image: str) -> None:
+    with served(example_image, env={"API_ONLY": "1"}) as svc:
+        for n in range(200):
+            http.request(svc.http, f"/line-{n}")
+        docker.docker("stop", svc.name)
+        assert docker.state(svc.name)["ExitCode"] == 0
+        seen = {line.split('"GET ', 1)[1].split()[0] for line in access_lines(svc.name, "/line-")}
+        assert seen == {f"/line-{n}" for n in range(200)}
+
+
 def test_child_that_removes_nginx_serves_api_only(build_hello) -> None:
     tag = build_hello(
         {"bin/setup.sh": "apt-get purge -y -qq nginx nginx-common >/dev/null\n"}, "nonginx"

@@ -16,15 +16,13 @@ from tests.service import LOCKED_DOWN, processes, served
 ROOT = Path(__file__).resolve().parents[2]
 
 # Started as root (--user 0), root only where needed: PID 1 (serve running
-# supervisord, which starts the rest), its fatal listener (it must signal PID 1)
-# and nginx's master (switching its workers to www-data).
-ROOT_ALLOWED = re.compile(
-    r"^(/usr/bin/python3 /usr/local/lib/aiohttp-parent/(serve|fatal-listener)|nginx: master)"
-)
+# supervisord, which starts the rest) and nginx's master (switching its
+# workers to www-data).
+ROOT_ALLOWED = re.compile(r"^(/usr/bin/python3 /usr/local/lib/aiohttp-parent/serve|nginx: master)")
 
 
 def short_name(cmd: str) -> str:
-    """'serve', 'fatal-listener', 'gunicorn', 'nginx: worker process', ..."""
+    """'serve', 'gunicorn', 'nginx: worker process', ..."""
     if cmd.startswith("nginx:"):
         return cmd.split(" process")[0] + " process"
     script = cmd.split()[1] if cmd.startswith("/usr/bin/python3 ") else cmd.split()[0]
@@ -53,8 +51,8 @@ def test_started_as_root_only_pid_1_and_the_nginx_master_keep_root(
     example_image: str, figure
 ) -> None:
     """Started as root on purpose (--user 0)
-    Only PID 1 (supervisord), its fatal listener and nginx's master run as root; gunicorn's master and
-    workers run as `app`, nginx's workers as `www-data`."""
+    Only PID 1 (supervisord) and nginx's master run as root; gunicorn's master and workers run as
+    `app`, nginx's workers as `www-data`."""
     with served(example_image, opts=["--user=0"]) as svc:
         procs = [p for p in processes(svc.name) if "import json, os" not in p["cmd"]]
         users = {

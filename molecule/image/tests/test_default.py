@@ -10,7 +10,6 @@ LIB = "/usr/local/lib/aiohttp-parent"
     [
         "serve",
         "healthcheck",
-        "fatal-listener",
         "run-gunicorn",
         "run-nginx",
         "entrypoint",

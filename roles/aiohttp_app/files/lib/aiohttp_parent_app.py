@@ -15,7 +15,7 @@ factory's sessions and pools belong to the loop that serves them. Accepted:
 
 A load that fails writes RUN_DIR/gunicorn/fatal: the first writer prints
 the error, so it appears once however many workers fail, and the
-container's fatal listener stops the container instead of retrying.
+container's `serve` stops the container instead of retrying.
 """
 
 from __future__ import annotations

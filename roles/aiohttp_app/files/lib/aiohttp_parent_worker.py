@@ -94,6 +94,13 @@ def _install(app: web.Application, middleware: Callable) -> web.Application:
 class UVLoopWorker(GunicornUVLoopWebWorker):
     _serving: asyncio.Future[None] | None = None
 
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:  # sys.exit() included: a graceful stop loses no access log line
+            if flush := getattr(self.log, "flush_access_log", None):
+                flush()
+
     def notify(self) -> None:
         # aiohttp calls notify() first right after its sites started: the
         # app is serving. Its SockSite listens again on gunicorn's socket
