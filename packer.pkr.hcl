@@ -156,7 +156,9 @@ locals {
     uvloop   = local.pins.python_venv_uvloop_version
   }
   # Marks the start of the build in the build container (source_date_epoch).
-  build_start    = "/var/tmp/aiohttp-parent-build-start"
+  build_start = "/var/tmp/aiohttp-parent-build-start"
+  # dpkg's setting for the build only (the first and last shell steps).
+  dpkg_unsafe_io = "/etc/dpkg/dpkg.cfg.d/aiohttp-parent-build-unsafe-io"
   python_version = { trixie = "3.13", bookworm = "3.11" }[var.debian_release]
   # amd64 keeps plain tags; another architecture's tags (and its offline base
   # image's) end in -<arch>, one tag per architecture for a manifest list.
@@ -286,11 +288,17 @@ build {
 
   # Ansible needs a Python on the target; the base image is minbase. The
   # marker dates the start: what is newer, the build made (source_date_epoch).
+  # python3-apt comes in the same apt run: Ansible's apt module would
+  # otherwise install it itself, a second apt run (the container role purges
+  # it at the end). dpkg skips its fsync()s for this build only (a container
+  # that is committed or thrown away as a whole, never a VM): the last step
+  # removes the setting, so neither the image nor its children keep it.
   provisioner "shell" {
     inline = [
       "touch ${local.build_start}",
+      "echo force-unsafe-io >${local.dpkg_unsafe_io}",
       "apt-get update -qq",
-      "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null",
+      "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-apt >/dev/null",
     ]
   }
 
@@ -310,7 +318,8 @@ build {
     ]
   }
 
-  # Ansible keeps its remote temp directory under root's home. Then every
+  # Ansible keeps its remote temp directory under root's home; dpkg's
+  # build-only setting goes too. Then every
   # file the build made or changed gets source_date_epoch as its time (files
   # from Debian's packages keep theirs): the same times in every build. The
   # script runs from the upload mount, outside the image, so that Packer's
@@ -318,7 +327,7 @@ build {
   provisioner "shell" {
     remote_folder = "/mnt"
     inline = concat(
-      ["rm -rf /root/.ansible"],
+      ["rm -rf /root/.ansible ${local.dpkg_unsafe_io}"],
       var.source_date_epoch == "" ? ["rm ${local.build_start}"] : [
         "find / -xdev -newer ${local.build_start} -print0 >/mnt/aiohttp-parent-clamp",
         "rm ${local.build_start}",

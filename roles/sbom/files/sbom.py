@@ -20,13 +20,29 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from jsonschema import Draft7Validator
+from rfc3986_validator import validate_rfc3986
 
 SPEC = "1.6"
 ROOT_REF = "image"
 VENV_PROPERTY = "aiohttp-parent:venv"
+
+
+@Draft7Validator.FORMAT_CHECKER.checks("iri-reference")
+def is_iri_reference(value: object) -> bool:
+    """The schema's iri-reference format, as RFC 3987 section 3.1 defines it:
+    an IRI reference is one whose URI mapping (each non-ASCII character
+    percent-encoded as UTF-8) is a URI reference, checked by rfc3986's regex.
+    It replaces jsonschema's default, rfc3987-syntax's Earley parser, which
+    took two thirds of a run (some 50 ms for each of the ~400 URLs)."""
+    if not isinstance(value, str):
+        return True
+    uri = "".join(c if c.isascii() else quote(c, safe="") for c in value)
+    return bool(validate_rfc3986(uri, rule="URI_reference"))
 
 
 def debian_sbom(out: Path, name: str) -> dict[str, Any]:
@@ -61,8 +77,16 @@ def venv_sbom(venv: str, out: Path) -> dict[str, Any]:
     if not python.exists():
         sys.exit(f"sbom: error: {venv} is not a venv (no {python})")
     tool = Path(sys.executable).parent / "cyclonedx-py"
-    cmd = [str(tool), "environment", "--sv", SPEC, "--output-reproducible"]
-    subprocess.run([*cmd, "-o", str(out), str(python)], check=True, stdout=sys.stderr)
+    # --no-validate: main() validates the merged document, these parts too.
+    cmd = [str(tool), "environment", "--sv", SPEC, "--output-reproducible", "--no-validate"]
+    proc = subprocess.run(
+        [*cmd, "-o", str(out), str(python)], stdout=sys.stderr, stderr=subprocess.PIPE, text=True
+    )
+    # Its warning that it skipped validation: the merged document is validated.
+    sys.stderr.writelines(
+        line for line in proc.stderr.splitlines(keepends=True) if "Validation skipped" not in line
+    )
+    proc.check_returncode()
     return json.loads(out.read_text())
 
 
