@@ -96,21 +96,21 @@ def logical_lines(path: Path) -> list[tuple[int, str]]:
 def options(text: str) -> list[tuple[str, str]]:
     """(option, value) pairs of a line that starts with options."""
     try:
-        tokens = shlex.split(text)
+        words = shlex.split(text)
     except ValueError:
-        tokens = text.split()
+        words = text.split()
     found: list[tuple[str, str]] = []
     i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        name, eq, value = token.partition("=")
+    while i < len(words):
+        word = words[i]
+        name, eq, value = word.partition("=")
         if eq and name in WITH_VALUE:
             found.append((name, value))
-        elif token in WITH_VALUE and i + 1 < len(tokens):
-            found.append((token, tokens[i + 1]))
+        elif word in WITH_VALUE and i + 1 < len(words):
+            found.append((word, words[i + 1]))
             i += 1
-        elif token[:2] in WITH_VALUE and len(token) > 2 and not token.startswith("--"):
-            found.append((token[:2], token[2:]))
+        elif word[:2] in WITH_VALUE and len(word) > 2 and not word.startswith("--"):
+            found.append((word[:2], word[2:]))
         i += 1
     return found
 
