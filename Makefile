@@ -235,7 +235,7 @@ test-fleet: systemd-images
 
 test: lint pytest molecule test-fleet
 
-# This image against bench/peer's classic Dockerfile (about 20 min); writes
+# This image against bench/peer's classic Dockerfile (about 17 min); writes
 # bench/results/latest.{md,json,png}. Not part of `make test` (a smoke run is).
 bench: IMAGE_VERSION = bench
 bench: TAG_LATEST = false
