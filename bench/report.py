@@ -81,7 +81,7 @@ NOTES = {
         "The project's API-only mode logs every request (aiohttp's access log "
         "lines, written in batches of up to 4 KiB within a second); the peer's "
         "gunicorn logs none, which is what it gives up for this figure. The "
-        "project with its access log sent to /dev/null is above."
+        "project with its access log off (GUNICORN_ACCESS_LOG=0) is above."
     ),
     "rss": (
         "gunicorn's master imports the app before forking (preload_app), so an "

@@ -301,7 +301,7 @@ def log_cost(image: str, s: Settings) -> dict[str, float]:
         netns_wrk(name, 80, "/", replace(s, wrk_seconds=1))
         out["rps_nginx"] = netns_wrk(name, 80, "/", s)
         out["rps_static"] = netns_wrk(name, 80, "/static/asset.txt", s)
-    env = {"API_ONLY": "1", "GUNICORN_CMD_ARGS": "--access-logfile=/dev/null"}
+    env = {"API_ONLY": "1", "GUNICORN_ACCESS_LOG": "0"}
     with running(image, PROJECT, env=env) as name:
         wait_served(name)
         netns_wrk(name, 80, "/", replace(s, wrk_seconds=1))

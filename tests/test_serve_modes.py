@@ -172,6 +172,16 @@ def test_api_only_access_log_keeps_every_line_through_docker_stop(example_image:
         assert seen == {f"/line-{n}" for n in range(200)}
 
 
+def test_api_only_access_log_off_logs_no_request_but_still_errors(example_image: str) -> None:
+    with served(example_image, env={"API_ONLY": "1", "GUNICORN_ACCESS_LOG": "0"}) as svc:
+        for n in range(20):
+            http.request(svc.http, f"/quiet-{n}")
+        docker.docker("stop", svc.name)
+        assert docker.state(svc.name)["ExitCode"] == 0
+        assert access_lines(svc.name, "/quiet-") == []
+        assert "Booting worker" in docker.logs(svc.name)  # gunicorn's error log still flows
+
+
 def test_child_that_removes_nginx_serves_api_only(build_hello) -> None:
     tag = build_hello(
         {"bin/setup.sh": "apt-get purge -y -qq nginx nginx-common >/dev/null\n"}, "nonginx"

@@ -371,6 +371,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("API_ONLY", Flag(), False, "``1``: no nginx; gunicorn serves ``PORT`` itself."),
     Setting(
+        "GUNICORN_ACCESS_LOG",
+        Flag(),
+        True,
+        "API-only: gunicorn logs each request to stdout; ``0``: no access log.",
+        field="gunicorn_access_log",
+    ),
+    Setting(
         "LOG_LEVEL",
         Choice(LOG_LEVELS),
         lambda earlier, cpus: "debug" if earlier["DEV"] else "info",
@@ -702,6 +709,7 @@ class Settings:
     max_requests: int
     max_requests_jitter: int
     log_level: str
+    gunicorn_access_log: bool
     access_log: str
     access_log_format: str
     client_max_body_size: str
