@@ -172,6 +172,54 @@ def test_api_only_access_log_keeps_every_line_through_docker_stop(example_image:
         assert seen == {f"/line-{n}" for n in range(200)}
 
 
+# aiohttp's own AccessLogger and the image's (made for the batched log) write the same
+# line for every format atom, in the same second: aiohttp's line is the contract.
+SAME_LINE = """
+import os, sys, time
+sys.path.insert(0, "/usr/local/lib/aiohttp-parent")
+from aiohttp import web, web_log
+from aiohttp.test_utils import make_mocked_request
+import aiohttp_parent_log
+
+class Lines(aiohttp_parent_log.BufferedLines):
+    def info(self, msg, *args, **kwargs):
+        self.seen.append(msg)
+
+fmt = sys.argv[1]
+request = make_mocked_request("GET", "/p?q=1", headers={"User-Agent": "ua", "X-In": "in"})
+response = web.Response(text="hi", headers={"X-Out": "out"})
+for _ in range(3):  # the same second for both, or try again
+    second = int(time.time())
+    lines = []
+    for cls in (web_log.AccessLogger, aiohttp_parent_log.AccessLogger):
+        logger = Lines(os.open(os.devnull, os.O_WRONLY), [])
+        logger.seen = []
+        cls(logger, fmt).log(request, response, 3.5)  # started 3.5 s ago
+        lines += logger.seen
+    if int(time.time()) == second:
+        break
+print(repr(lines[0]))
+print(repr(lines[1]))
+"""
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        '%a %t "%r" %s %b "%{Referer}i" "%{User-Agent}i"',
+        "%t %t %P %T %Tf %D %{X-In}i %{X-Out}o %r %s %b %a",
+    ],
+)
+def test_api_only_access_lines_are_aiohttps_own(example_image: str, fmt: str) -> None:
+    # A zone off UTC by a fraction of an hour: %t's offset is the local one.
+    opts = ["--env=TZ=Asia/Kolkata"]
+    result = docker.run(example_image, "python", "-c", SAME_LINE, fmt, opts=opts)
+    theirs, ours = result.stdout.splitlines()
+    assert ours == theirs
+    assert "+0530]" in theirs
+    assert "/p?q=1" in theirs
+
+
 def test_api_only_access_log_off_logs_no_request_but_still_errors(example_image: str) -> None:
     with served(example_image, env={"API_ONLY": "1", "GUNICORN_ACCESS_LOG": "0"}) as svc:
         for n in range(20):

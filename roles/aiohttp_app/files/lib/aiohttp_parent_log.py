@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
 import logging
 import os
 import select
 import sys
+import time
 from collections.abc import Mapping
 
+from aiohttp import web, web_log
 from gunicorn import glogging
 
 # The largest write a pipe keeps in one piece (Linux: 4096).
@@ -113,3 +116,44 @@ class Logger(glogging.Logger):
     def flush_access_log(self) -> None:
         if isinstance(self.access_log, BufferedLines):
             self.access_log.flush()
+
+
+class AccessLogger(web_log.AccessLogger):
+    """aiohttp's access log lines, the same text in every format, made for
+    BufferedLines with less work per request: the time (``%t``) formatted once
+    a second rather than per request, and no ``extra`` mapping, which only a
+    logging handler reads and BufferedLines has none for access lines. Those
+    two were most of the line's cost: about a fifth of a small handler's time
+    in a profile, a third of its throughput."""
+
+    STAMP = "[%d/%b/%Y:%H:%M:%S %z]"
+
+    def __init__(
+        self, logger: logging.Logger, log_format: str = web_log.AccessLogger.LOG_FORMAT
+    ) -> None:
+        super().__init__(logger, log_format)
+        self._second = -1
+        self._stamp = ""
+        self._values = [
+            self._start_time if key_method[1] is web_log.AccessLogger._format_t else key_method[1]
+            for key_method in self._methods
+        ]
+
+    def _start_time(self, request: object, response: object, seconds: float) -> str:
+        # aiohttp's %t: when the request started, in local time, to the second.
+        second = int(time.time() - seconds)
+        if second != self._second:
+            offset = datetime.timedelta(seconds=time.localtime(second).tm_gmtoff)
+            start = datetime.datetime.fromtimestamp(second, datetime.timezone(offset))
+            self._second, self._stamp = second, start.strftime(self.STAMP)
+        return self._stamp
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, elapsed: float) -> None:
+        if not isinstance(self.logger, BufferedLines):
+            super().log(request, response, elapsed)
+            return
+        try:
+            values = tuple([value(request, response, elapsed) for value in self._values])
+            self.logger.info(self._log_format % values)
+        except Exception:
+            self.logger.exception("Error in logging")

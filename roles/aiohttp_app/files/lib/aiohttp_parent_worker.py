@@ -23,6 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import aiohttp_parent_app
+import aiohttp_parent_log
 import runtime
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
@@ -169,14 +170,31 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
         super().load_wsgi()
         aiohttp_parent_app.prepare(app_module())
         middleware = forwarded_middleware(set(self.cfg.forwarded_allow_ips))
+        batched = isinstance(self.log.access_log, aiohttp_parent_log.BufferedLines)
         target = self.wsgi
-        if isinstance(target, web.Application):
+        if isinstance(target, web.Application) and not batched:
             self.wsgi = _install(target, middleware)
             return
 
         async def factory() -> web.Application | web.AppRunner:
-            result = await target()
-            _install(result.app if isinstance(result, web.AppRunner) else result, middleware)
-            return result
+            result = target if isinstance(target, web.Application) else await target()
+            if isinstance(result, web.AppRunner):  # the app's own runner, as it made it
+                _install(result.app, middleware)
+                return result
+            _install(result, middleware)
+            return self._runner(result) if batched else result
 
         self.wsgi = factory
+
+    def _runner(self, app: web.Application) -> web.AppRunner:
+        """The runner aiohttp's worker makes (its _run, same arguments), with
+        the access logger made for the batched access log."""
+        return web.AppRunner(
+            app,
+            logger=self.log,
+            keepalive_timeout=self.cfg.keepalive,
+            access_log=self.log.access_log,
+            access_log_class=aiohttp_parent_log.AccessLogger,
+            access_log_format=self._get_valid_log_format(self.cfg.access_log_format),
+            shutdown_timeout=self.cfg.graceful_timeout / 100 * 95,
+        )
