@@ -13,6 +13,10 @@ from tests import contract, docker
 ROOT = Path(__file__).resolve().parent.parent
 PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
 VENV = "/var/www/venv"
+LIB_DIR = contract.variables(container=True)["aiohttp_parent_lib_dir"]
+RUNTIME_MODULES = yaml.safe_load((ROOT / "roles/aiohttp_app/vars/main.yml").read_text())[
+    "__aiohttp_app_modules"
+]
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +154,22 @@ def test_build_leaves_nothing_behind(parent_host, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", [VENV, "/app", "/usr/local"])
-def test_no_bytecode_from_the_build(parent_host, path: str) -> None:
-    assert parent_host.run(f"find {path} -name '*.pyc'").stdout.strip() == ""
+def test_no_bytecode_from_the_build_but_the_runtime_modules(parent_host, path: str) -> None:
+    found = parent_host.run(f"find {path} -name '*.pyc'").stdout.split()
+    runtime = [p for p in found if p.startswith(f"{LIB_DIR}/__pycache__/")]
+    assert found == runtime
+
+
+def test_runtime_modules_are_compiled_hash_checked(parent_host) -> None:
+    """Every start of serve imports them: from .pyc, valid whatever the files'
+    times (flags 3: checked hash, PEP 552)."""
+    check = (
+        "import importlib.util as u, pathlib as p;"
+        f"print([p.Path(u.cache_from_source('{LIB_DIR}/' + m)).read_bytes()[4] for m in {RUNTIME_MODULES}])"
+    )
+    assert parent_host.run(f'python3 -c "{check}"').stdout.strip() == str(
+        [3] * len(RUNTIME_MODULES)
+    )
 
 
 def test_pip_uses_the_system_trust_store(parent_host) -> None:
