@@ -74,7 +74,7 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container sbom image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools lock base image audit push lint test test-half-pytest test-half-molecule test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
+.PHONY: help host tools lock base image audit push lint test test-half-pytest test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
@@ -238,14 +238,11 @@ test-fleet: systemd-images
 # scenarios. Their containers, networks and images have distinct names. Each
 # half's output is printed whole when it ends (--output-sync), not interleaved.
 test: lint base systemd-images
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-half-pytest test-half-molecule
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-half-pytest molecule
 
 test-half-pytest:
 	@$(MAKE) --no-print-directory pytest
 	@$(MAKE) --no-print-directory test-fleet
-
-test-half-molecule:
-	@$(MAKE) --no-print-directory molecule
 
 # This image against bench/peer's classic Dockerfile (about 17 min); writes
 # bench/results/latest.{md,json,png}. Not part of `make test` (a smoke run is).

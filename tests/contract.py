@@ -95,3 +95,7 @@ def render(template: Path, container: bool, roles: tuple[str, ...] = ()) -> str:
 CONTAINER_RUN_DIR: str = variables(container=True)["aiohttp_parent_run_dir"]
 # The image's default user (USER uid:gid) and its app user's ids.
 CONTAINER_UID: int = variables(container=True)["aiohttp_parent_container_uid"]
+
+
+# Where the image and the VMs keep the runtime's commands and modules.
+LIB_DIR: str = variables(container=True)["aiohttp_parent_lib_dir"]

@@ -21,7 +21,7 @@ from tests import contract, docker
 
 IMAGE_LOCK = next(lk for lk in lock.LOCKS if lk.source == lock.ROLE_DEFAULTS)
 VENV = contract.variables(container=True)["aiohttp_parent_venv"]
-LIB_DIR = contract.variables(container=True)["aiohttp_parent_lib_dir"]
+LIB_DIR = contract.LIB_DIR
 
 # (type, mode, uid, gid, sha256 or link target) and the mtime, per path.
 Entry = tuple[bytes, int, int, int, str]

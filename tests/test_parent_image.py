@@ -13,7 +13,7 @@ from tests import contract, docker
 ROOT = Path(__file__).resolve().parent.parent
 PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
 VENV = "/var/www/venv"
-LIB_DIR = contract.variables(container=True)["aiohttp_parent_lib_dir"]
+LIB_DIR = contract.LIB_DIR
 RUNTIME_MODULES = yaml.safe_load((ROOT / "roles/aiohttp_app/vars/main.yml").read_text())[
     "__aiohttp_app_modules"
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests import docker, http
+from tests import contract, docker, http
 from tests.service import LOCKED_DOWN, processes, served
 
 HELLO = Path(__file__).resolve().parent.parent / "examples/hello"
@@ -176,7 +176,7 @@ def test_api_only_access_log_keeps_every_line_through_docker_stop(example_image:
 # line for every format atom, in the same second: aiohttp's line is the contract.
 SAME_LINE = """
 import os, sys, time
-sys.path.insert(0, "/usr/local/lib/aiohttp-parent")
+sys.path.insert(0, sys.argv[2])
 from aiohttp import web, web_log
 from aiohttp.test_utils import make_mocked_request
 import aiohttp_parent_log
@@ -213,7 +213,7 @@ print(repr(lines[1]))
 def test_api_only_access_lines_are_aiohttps_own(example_image: str, fmt: str) -> None:
     # A zone off UTC by a fraction of an hour: %t's offset is the local one.
     opts = ["--env=TZ=Asia/Kolkata"]
-    result = docker.run(example_image, "python", "-c", SAME_LINE, fmt, opts=opts)
+    result = docker.run(example_image, "python", "-c", SAME_LINE, fmt, contract.LIB_DIR, opts=opts)
     theirs, ours = result.stdout.splitlines()
     assert ours == theirs
     assert "+0530]" in theirs
