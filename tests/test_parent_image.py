@@ -153,11 +153,26 @@ def test_build_leaves_nothing_behind(parent_host, path: str) -> None:
     assert leftovers.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("path", [VENV, "/app", "/usr/local"])
+@pytest.mark.parametrize("path", ["/app", "/usr/local"])
 def test_no_bytecode_from_the_build_but_the_runtime_modules(parent_host, path: str) -> None:
     found = parent_host.run(f"find {path} -name '*.pyc'").stdout.split()
     runtime = [p for p in found if p.startswith(f"{LIB_DIR}/__pycache__/")]
     assert found == runtime
+
+
+def test_venv_packages_are_compiled_hash_checked_but_not_pip(parent_host) -> None:
+    """Each module of the web stack has its .pyc, valid whatever the files'
+    times (flags 3: checked hash, PEP 552); pip, which runs only in builds, has none."""
+    check = (
+        "import importlib.util as u, pathlib as p, site, sys;"
+        "s = p.Path(site.getsitepackages()[0]);"
+        "sources = [f for f in s.rglob('*.py') if f.relative_to(s).parts[0] != 'pip'];"
+        "flags = {p.Path(u.cache_from_source(str(f))).read_bytes()[4] for f in sources};"
+        "print(len(sources) > 100, flags)"
+    )
+    out = parent_host.run(f'{VENV}/bin/python -c "{check}"')
+    assert out.stdout.strip() == "True {3}", out.stderr
+    assert parent_host.run(f"find {VENV} -path '*/pip/*.pyc'").stdout == ""
 
 
 def test_runtime_modules_are_compiled_hash_checked(parent_host) -> None:

@@ -33,7 +33,6 @@ EXPECTED = {
     "supervisord_logfile": ("/var/log/supervisor/supervisord.log", "/dev/null"),
     "supervisord_childlogdir": ("/var/log/supervisor", "/tmp"),
     "python_venv_pip_no_cache": (False, True),
-    "python_venv_pip_compile": (True, False),
     "python_venv_strip": (False, True),
 }
 # The container role's cleanup in an image ends with the run dir's leftovers.
