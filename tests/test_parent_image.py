@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
 VENV = "/var/www/venv"
 LIB_DIR = contract.LIB_DIR
+# The role's regex of the paths of pip and the other installers.
+INSTALLERS = yaml.safe_load((ROOT / "roles/python_venv/vars/main.yml").read_text())[
+    "__python_venv_installers"
+]
 RUNTIME_MODULES = yaml.safe_load((ROOT / "roles/aiohttp_app/vars/main.yml").read_text())[
     "__aiohttp_app_modules"
 ]
@@ -161,18 +166,21 @@ def test_no_bytecode_from_the_build_but_the_runtime_modules(parent_host, path: s
 
 
 def test_venv_packages_are_compiled_hash_checked_but_not_pip(parent_host) -> None:
-    """Each module of the web stack has its .pyc, valid whatever the files'
-    times (flags 3: checked hash, PEP 552); pip, which runs only in builds, has none."""
-    check = (
-        "import importlib.util as u, pathlib as p, site, sys;"
+    """Each module of the web stack has its .pyc (a missing one is None), valid
+    whatever the files' times (flags 3: checked hash, PEP 552); the installers,
+    which run only in builds, have none."""
+    flags = (
+        "import importlib.util as u, json, pathlib as p, site;"
         "s = p.Path(site.getsitepackages()[0]);"
-        "sources = [f for f in s.rglob('*.py') if f.relative_to(s).parts[0] != 'pip'];"
-        "flags = {p.Path(u.cache_from_source(str(f))).read_bytes()[4] for f in sources};"
-        "print(len(sources) > 100, flags)"
+        "pyc = {str(f): p.Path(u.cache_from_source(str(f))) for f in s.rglob('*.py')};"
+        "print(json.dumps({f: b.read_bytes()[4] if b.exists() else None for f, b in pyc.items()}))"
     )
-    out = parent_host.run(f'{VENV}/bin/python -c "{check}"')
-    assert out.stdout.strip() == "True {3}", out.stderr
-    assert parent_host.run(f"find {VENV} -path '*/pip/*.pyc'").stdout == ""
+    found = json.loads(parent_host.run(f'{VENV}/bin/python -c "{flags}"').stdout)
+    installers = re.compile(INSTALLERS)
+    assert {f: v for f, v in found.items() if installers.search(f) and v is not None} == {}
+    served = [v for f, v in found.items() if not installers.search(f)]
+    assert len(served) > 100
+    assert set(served) == {3}
 
 
 def test_runtime_modules_are_compiled_hash_checked(parent_host) -> None:
