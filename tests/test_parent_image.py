@@ -86,37 +86,26 @@ def test_onbuild_triggers_follow_the_contract_order(config: dict) -> None:
     assert config["OnBuild"][-1] == f"USER {config['User']}"
     triggers = config["OnBuild"][1:-1]
     kinds = [t.split()[0] for t in triggers]
-    assert kinds == [
-        "ARG",
-        "ARG",
-        "ARG",
-        "ENV",
-        "COPY",
-        "COPY",
-        "COPY",
-        "WORKDIR",
-        "RUN",
-        "COPY",
-        "RUN",
-    ]
-    assert triggers[0] == "ARG DEV=0"
-    # A build arg only: an ENV would keep the CA in the child's config.
-    assert triggers[2] == "ARG BUILD_CA_CERTIFICATES="
-    assert "BUILD_CA_CERTIFICATES" not in triggers[3]
+    assert kinds == ["ARG", "ENV", "COPY", "COPY", "COPY", "RUN", "COPY", "RUN"]
+    # BUILD_CA_CERTIFICATES is a build arg only: an ENV would keep the CA in the child's config.
+    assert triggers[0] == "ARG DEV=0 PYTHONASYNCIODEBUG= BUILD_CA_CERTIFICATES="
+    assert "BUILD_CA_CERTIFICATES" not in triggers[1]
+    # The steps run in the app dir: the image's own WORKDIR, no trigger of their own.
+    assert config["WorkingDir"] == "/app"
     # What the dependencies need comes first, the whole build context after them.
-    assert [t.split()[-2] for t in triggers[4:7]] == ["constraints*.txt", "bi[n]", "containe[r]"]
-    assert triggers[8].endswith('"/usr/local/lib/aiohttp-parent/onbuild", "dependencies"]')
-    assert triggers[9] == "COPY . /app"
-    for run in (triggers[8], triggers[10]):
+    assert [t.split()[-2] for t in triggers[2:5]] == ["constraints*.txt", "bi[n]", "containe[r]"]
+    assert triggers[5].endswith('"/usr/local/lib/aiohttp-parent/onbuild", "dependencies"]')
+    assert triggers[6] == "COPY . /app"
+    for run in (triggers[5], triggers[7]):
         assert "/usr/local/lib/aiohttp-parent/with-build-ca" in run
-    assert triggers[10].endswith('"/usr/local/lib/aiohttp-parent/onbuild"]')
+    assert triggers[7].endswith('"/usr/local/lib/aiohttp-parent/onbuild"]')
 
 
 def test_readme_shows_the_copy_and_run_triggers_as_they_are(config: dict) -> None:
     # README.rst, "Two parts: what the build cache keeps", lists them verbatim.
     readme = (ROOT / "README.rst").read_text()
     for trigger in config["OnBuild"]:
-        if trigger.split()[0] in ("COPY", "WORKDIR", "RUN"):
+        if trigger.split()[0] in ("COPY", "RUN"):
             assert f"    {trigger}\n" in readme
 
 
