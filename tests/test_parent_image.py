@@ -147,6 +147,17 @@ def test_build_leaves_nothing_behind(parent_host, path: str) -> None:
     assert leftovers.stdout.strip() == ""
 
 
+def test_build_only_settings_are_gone(parent_host) -> None:
+    """Packer's first step sets up dpkg and apt for the build (no fsync, apt's
+    binary cache kept); the image and its children get the base's settings."""
+    build_only = parent_host.run("find /etc/apt /etc/dpkg -name '*aiohttp-parent-build*'")
+    assert build_only.stdout == ""
+    config = parent_host.run("apt-config dump Dir::Cache::pkgcache DPkg::Post-Invoke").stdout
+    assert 'Dir::Cache::pkgcache "";' in config
+    assert "/var/cache/apt/*.bin" in config
+    assert parent_host.run("find /var/cache/apt -maxdepth 1 -name '*.bin'").stdout == ""
+
+
 @pytest.mark.parametrize("path", ["/app", "/usr/local"])
 def test_no_bytecode_from_the_build_but_the_runtime_modules(parent_host, path: str) -> None:
     found = parent_host.run(f"find {path} -name '*.pyc'").stdout.split()
