@@ -157,11 +157,12 @@ locals {
   }
   # Marks the start of the build in the build container (source_date_epoch).
   build_start = "/var/tmp/aiohttp-parent-build-start"
-  # Settings for the build only (the first and last shell steps). Debian's
-  # docker-clean, which base images have, turns off apt's binary cache, so
-  # each apt run of the roles would parse the package lists again (1 to 2 s);
-  # apt reads this file after it, and keeps the cache between runs. The
-  # container role's clean-up removes the cache files.
+  # Settings for the build only (the first and last shell steps): dpkg skips
+  # its fsync()s, and apt keeps its binary cache. Debian's docker-clean, which
+  # base images have, turns that cache off, so each apt run of the roles would
+  # parse the package lists again (1 to 2 s); apt reads apt_build_cache after
+  # docker-clean, whose hooks it clears (nothing else sets those two hooks in
+  # the build). The container role's clean-up removes the cache files.
   dpkg_unsafe_io  = "/etc/dpkg/dpkg.cfg.d/aiohttp-parent-build-unsafe-io"
   apt_build_cache = "/etc/apt/apt.conf.d/zz-aiohttp-parent-build-cache"
   apt_build_cache_settings = [
@@ -330,8 +331,8 @@ build {
     ]
   }
 
-  # Ansible keeps its remote temp directory under root's home; dpkg's
-  # build-only setting goes too. Then every
+  # Ansible keeps its remote temp directory under root's home; the build-only
+  # dpkg and apt settings go too. Then every
   # file the build made or changed gets source_date_epoch as its time (files
   # from Debian's packages keep theirs): the same times in every build. The
   # script runs from the upload mount, outside the image, so that Packer's

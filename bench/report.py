@@ -38,7 +38,7 @@ NOTES = {
         "The project's ONBUILD runs in two parts, so that a code change keeps "
         "the dependencies' layer (the realistic child's rebuild): three more "
         "COPY layers, a second RUN and the switches to root and back, which "
-        "cost the classic builder about 0.8 s here even when, as for this "
+        "cost the classic builder under a second here even when, as for this "
         "child, there is nothing to install. It also checks "
         "nginx's configuration (`nginx -t`), so a broken child fails at build time."
     ),
@@ -52,7 +52,7 @@ NOTES = {
         "Both install the same 44 wheels with pip from PyPI, through this "
         "site's proxy, and both compile .pyc files (pip's default; the project "
         'keeps it: README.rst, "Installer and bytecode"). The network\'s noise '
-        "is larger than the difference; the project's two parts add about a "
+        "is larger than the difference; the project's two parts add under a "
         "second, as for the small child."
     ),
     "startup": (
