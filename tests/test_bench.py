@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What a second converge of playbooks/image.yml over the built image changes,
 # and only because the build purged python3-apt (which a web service never
-# needs): apt's check cannot tell without it and says "changed", the apt module
-# puts it back with fresh package lists, and the clean-up removes both again.
+# needs): the first package check finds it missing and says "changed", the apt
+# module puts it back with fresh package lists, and the clean-up removes both
+# again.
 # The playbook's own idempotence is molecule's `image` scenario (which keeps
 # python3-apt); anything else changing here is a task that is not idempotent.
 PYTHON3_APT_CHANGES = {
