@@ -216,6 +216,58 @@ def test_project_is_installed_editable_without_deps(build_child, project: dict) 
     assert "Name: childpkg" in out
 
 
+# Poetry before 2.0 keeps the metadata in [tool.poetry]; this one has a src/ layout,
+# whose code cannot run from /app without being installed.
+POETRY = """\
+[tool.poetry]
+name = "childpkg"
+version = "1.0"
+description = ""
+authors = ["A Child <child@example.org>"]
+packages = [{include = "childmod", from = "src"}]
+
+[build-system]
+requires = ["poetry-core>=1.0.8"]
+build-backend = "poetry.core.masonry.api"
+"""
+
+
+def test_poetry_project_is_installed_and_poetry_apps_are_not(build_child) -> None:
+    files = {**REQS, "pyproject.toml": POETRY, "src/childmod/__init__.py": "WHERE = __file__\n"}
+    tag, result = build_child(files, name="poetry")
+    assert "pip install --no-deps -e . (pyproject.toml)" in docker.build_log(result)
+    out = docker.run(tag, "sh", "-c", "cd / && python -c 'import childmod; print(childmod.WHERE)'")
+    assert out.stdout == "/app/src/childmod/__init__.py\n", out.stderr
+
+    app = POETRY.replace('version = "1.0"\n', 'version = "1.0"\npackage-mode = false\n')
+    tag, result = build_child({**files, "pyproject.toml": app}, name="poetryapp")
+    log = docker.build_log(result)
+    assert "pip install --no-deps -e ." not in log
+    assert "pyproject.toml names no project to install" in log
+    assert "childpkg" not in docker.run(tag, "pip", "list").stdout
+
+
+def test_project_dependency_left_out_of_requirements_fails_the_build(build_child) -> None:
+    declares = PYPROJECT.replace(
+        'version = "1.0"\n', 'version = "1.0"\ndependencies = ["six", "aiohttp<3"]\n'
+    )
+    files = {"pyproject.toml": declares, "childmod.py": ""}
+    tag, result = build_child({**files, **REQS}, check=False, name="leftout")
+    log = docker.build_log(result)
+    assert result.returncode != 0
+    assert "error: requirements.txt leaves out dependencies that pyproject.toml declares:" in log
+    assert "  childpkg 1.0 requires six, which is not installed." in log.splitlines()
+    assert not docker.image_exists(tag)
+
+    # Listed, it builds; a version the parent's stack does not meet is a warning.
+    tag, result = build_child({**files, "requirements.txt": "six==1.16.0\n"}, name="listed")
+    assert (
+        "warning: childpkg 1.0 has requirement aiohttp<3, but you have aiohttp"
+        in docker.build_log(result)
+    )
+    assert docker.run(tag, "python", "-c", "import six, childmod").returncode == 0
+
+
 def test_tool_only_pyproject_is_not_installed(build_child) -> None:
     tag, result = build_child(
         {**REQS, "pyproject.toml": "[tool.ruff]\nline-length = 90\n"}, name="toolcfg"
