@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests import docker, http
-from tests.service import served
+from tests.service import RUN_DIR, served
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
@@ -60,6 +60,15 @@ def test_command_is_execed_as_pid_1(child: str, cmd: list[str]) -> None:
 
 def test_exit_status_is_passed_through(child: str) -> None:
     assert docker.run(child, "python", "-c", "raise SystemExit(7)").returncode == 7
+
+
+def test_commands_get_a_home_they_can_write(child: str) -> None:
+    # The app user's home is /nonexistent: gunicorn (24 and later) run as given
+    # logs an error when it cannot create its control socket there.
+    out = docker.run(child, "sh", "-c", 'touch "$HOME/written" && echo "$HOME"', check=True)
+    assert out.stdout.strip() == f"{RUN_DIR}/home"
+    out = docker.run(child, "sh", "-c", 'echo "$HOME"', opts=["--user", "0"], check=True)
+    assert out.stdout.strip() == "/root"
 
 
 def test_invalid_dev_at_run_time_is_refused(child: str) -> None:
