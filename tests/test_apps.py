@@ -163,6 +163,34 @@ def test_main_that_runs_the_app_serves_with_a_warning(app_image, cleanup) -> Non
     assert logs.count("warning: forms:main calls web.run_app()") == 1  # once, not per worker
 
 
+@pytest.mark.parametrize(
+    ("module", "killed"),
+    [("forms:slow_shutdown", True), ("forms:create_app", False)],
+    ids=["on-shutdown-too-slow", "clean-stop"],
+)
+def test_stop_names_workers_killed_at_the_graceful_timeout(
+    app_image, cleanup, module: str, killed: bool
+) -> None:
+    env = {"APP_MODULE": module, "GUNICORN_GRACEFUL_TIMEOUT": "1", "WEB_CONCURRENCY": "1"}
+    svc, statuses, logs = serve_from_start(app_image("forms"), env)
+    cleanup.append(svc.name)
+    assert statuses[-1] == 200, logs
+    docker.docker("stop", "-t", "20", svc.name)
+    logs = docker.logs(svc.name)
+    assert docker.state(svc.name)["ExitCode"] == 0, logs
+    said = re.findall(r"warning: gunicorn killed worker\(s\) \d+: still stopping after (\S+)", logs)
+    assert said == (["GUNICORN_GRACEFUL_TIMEOUT=1"] if killed else []), logs
+
+
+def test_own_gunicorn_config_is_said_to_be_unread(build_child, cleanup) -> None:
+    files = {**read_app("forms"), "gunicorn.conf.py": "workers = 4\n"}
+    tag, _ = build_child(files, name="gunicornconf")
+    svc, statuses, logs = serve_from_start(tag, {"APP_MODULE": "forms:app"})
+    cleanup.append(svc.name)
+    assert statuses[-1] == 200, logs
+    assert logs.count("warning: /app/gunicorn.conf.py is not read") == 1, logs
+
+
 def test_app_parsing_argv_sees_its_own_arguments_only(app_image, cleanup) -> None:
     # polls.py runs argparse at import: gunicorn's --config would make it exit.
     body, _ = served_text(app_image, "argv", {"APP_MODULE": "polls:init_func"}, cleanup)
@@ -203,6 +231,16 @@ FAILURES = {
     "database-refused": (
         "forms:database",
         "APP_MODULE='forms:database' failed to start: ConnectionRefusedError",
+    ),
+    "unset-environment-variable": (
+        "forms:from_environment",
+        "failed to start: KeyError: 'DATABASE_URL' (the environment variable DATABASE_URL is "
+        "not set: docker run -e DATABASE_URL=..., or ENV)",
+    ),
+    "own-server": (
+        "forms:own_server",
+        "APP_MODULE='forms:own_server' starts a server of its own (http://0.0.0.0:8080): "
+        "the image runs the server",
     ),
     "on-startup-raises": (
         "forms:on_startup_fails",

@@ -1,6 +1,7 @@
 """Every form an APP_MODULE can take, right and wrong."""
 
 import asyncio
+import os
 
 from aiohttp import web
 
@@ -47,6 +48,11 @@ async def database() -> web.Application:
     return _app("unreachable")
 
 
+async def from_environment() -> web.Application:
+    # A required setting read from the environment, which nobody set.
+    return _app(os.environ["DATABASE_URL"])
+
+
 async def on_startup_fails() -> web.Application:
     async def connect(app: web.Application) -> None:
         raise RuntimeError("cache server at cache:6379 is not answering")
@@ -59,6 +65,23 @@ async def on_startup_fails() -> web.Application:
 async def never_ready() -> web.Application:
     await asyncio.Event().wait()  # a service that never answers, without a timeout
     return _app("never")
+
+
+async def slow_shutdown() -> web.Application:
+    async def flush_queue(app: web.Application) -> None:
+        await asyncio.sleep(30)  # longer than the stop allows
+
+    app = _app("slow to shut down")
+    app.on_shutdown.append(flush_queue)
+    return app
+
+
+async def own_server() -> None:
+    # The asyncio.run(main()) habit: a runner and a site of its own, then wait.
+    runner = web.AppRunner(_app("its own server"))
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", 8080).start()
+    await asyncio.Event().wait()
 
 
 def main() -> None:

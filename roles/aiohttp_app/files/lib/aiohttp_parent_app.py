@@ -27,6 +27,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -45,21 +46,38 @@ APP_LOAD_ERROR = 4  # gunicorn's exit status for an app that does not load
 HERE = str(Path(__file__).resolve().parent)
 
 
-def write_hint(exc: BaseException) -> str:
-    """Why an app that writes next to its code fails: it runs as an
-    unprivileged user, and the app dir and the venv are root's."""
+def start_hint(exc: BaseException) -> str:
+    """What the usual causes of a failing start need said: the app writes next
+    to its code (it runs as an unprivileged user, and the app dir and the
+    venv are root's), or reads a setting from an environment variable that
+    is not set (os.environ["DATABASE_URL"] raises KeyError: 'DATABASE_URL')."""
     denied = isinstance(exc, PermissionError) or "unable to open database file" in str(exc)
-    if not denied or os.geteuid() == 0:
-        return ""
-    return (
-        f" (the app runs as uid {os.geteuid()}, which may write only in /tmp and in volumes"
-        ' it owns; the app dir and the venv are read-only to it: README.rst, "Non-root and'
-        ' locked down")'
-    )
+    if denied and os.geteuid() != 0:
+        return (
+            f" (the app runs as uid {os.geteuid()}, which may write only in /tmp and in volumes"
+            ' it owns; the app dir and the venv are read-only to it: README.rst, "Non-root and'
+            ' locked down")'
+        )
+    name = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else None
+    if isinstance(name, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", name) and name not in os.environ:
+        return f" (the environment variable {name} is not set: docker run -e {name}=..., or ENV)"
+    return ""
 
 
 class AppError(Exception):
     """APP_MODULE cannot be served; the text says why and what to change."""
+
+
+class _OwnServer(Exception):
+    """APP_MODULE's code started a site of its own (its address)."""
+
+
+def _own_server(spec: str, exc: _OwnServer) -> AppError:
+    return AppError(
+        f"APP_MODULE={spec!r} starts a server of its own ({exc}): the image runs the "
+        "server, on PORT, in each gunicorn worker. Name the function that builds and "
+        "returns the Application instead (or its AppRunner, not yet set up)"
+    )
 
 
 @dataclass
@@ -172,14 +190,23 @@ def _run_app(app: object, *args: object, **kwargs: object) -> None:
     _run_app_calls.append(app)
 
 
+async def _site_start(site: web.BaseSite) -> None:
+    """Stands in for BaseSite.start (which TCPSite's and the others' start
+    call first) meanwhile: code that runs its own AppRunner and site, then
+    waits forever, would hold a worker until the start deadline, and a
+    second worker would fail on the address in use."""
+    raise _OwnServer(site.name)
+
+
 @contextlib.contextmanager
-def _capturing_run_app() -> Iterator[list[object]]:
+def _capturing_servers() -> Iterator[list[object]]:
     _run_app_calls.clear()
-    real, web.run_app = web.run_app, _run_app
+    real_run_app, web.run_app = web.run_app, _run_app
+    real_start, web.BaseSite.start = web.BaseSite.start, _site_start
     try:
         yield _run_app_calls
     finally:
-        web.run_app = real
+        web.run_app, web.BaseSite.start = real_run_app, real_start
 
 
 def warn_once(key: str, message: str) -> None:
@@ -226,9 +253,11 @@ def load(spec: str) -> Target:
     module_name, name, args, kwargs = parse(spec)
     sys.argv = [module_name, *app_argv()]  # not gunicorn's --config ...
     try:
-        with _capturing_run_app() as calls:
+        with _capturing_servers() as calls:
             module = importlib.import_module(module_name)
             captured = list(calls)
+    except _OwnServer as exc:
+        raise _own_server(spec, exc) from None
     except ModuleNotFoundError as exc:
         if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise AppError(
@@ -241,7 +270,7 @@ def load(spec: str) -> Target:
         ) from exc
     except Exception as exc:  # any error in the user's module is reported the same way
         raise AppError(
-            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}{write_hint(exc)}"
+            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}{start_hint(exc)}"
         ) from exc
 
     obj: object = module
@@ -307,7 +336,7 @@ async def build(target: Target) -> web.Application | web.AppRunner:
     loop = asyncio.get_running_loop()
     args = [loop if a is _LOOP else a for a in target.args]
     try:
-        with _capturing_run_app() as calls:
+        with _capturing_servers() as calls:
             result = target.factory(*args, **target.kwargs)
             if inspect.isawaitable(result):
                 result = await result
@@ -317,10 +346,12 @@ async def build(target: Target) -> web.Application | web.AppRunner:
             result = handed[0]
             if inspect.isawaitable(result):
                 result = await result
+    except _OwnServer as exc:
+        raise _own_server(target.spec, exc) from None
     except Exception as exc:
         raise AppError(
             f"APP_MODULE={target.spec!r} failed to start: {type(exc).__name__}: {exc}"
-            + write_hint(exc)
+            + start_hint(exc)
         ) from exc
     if isinstance(result, (web.Application, web.AppRunner)):
         return result

@@ -155,7 +155,7 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
                 return self._boot_failed(str(exc), exc.__cause__)
             return self._boot_failed(
                 f"APP_MODULE={app_module()!r} failed to start: {type(exc).__name__}: {exc}"
-                + aiohttp_parent_app.write_hint(exc),
+                + aiohttp_parent_app.start_hint(exc),
                 exc,
             )
         await running
