@@ -27,7 +27,6 @@ import importlib
 import inspect
 import json
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -58,10 +57,18 @@ def start_hint(exc: BaseException) -> str:
             ' it owns; the app dir and the venv are read-only to it: README.rst, "Non-root and'
             ' locked down")'
         )
-    name = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else None
-    if isinstance(name, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", name) and name not in os.environ:
+    if isinstance(exc, KeyError) and _raised_by(exc, os.environ):  # os.environ[name]
+        name = exc.args[0]
         return f" (the environment variable {name} is not set: docker run -e {name}=..., or ENV)"
     return ""
+
+
+def _raised_by(exc: BaseException, obj: object) -> bool:
+    """Whether a method of obj raised exc (os is frozen: no file to compare)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_locals.get("self") is obj
 
 
 class AppError(Exception):
@@ -72,11 +79,18 @@ class _OwnServer(Exception):
     """APP_MODULE's code started a site of its own (its address)."""
 
 
-def _own_server(spec: str, exc: _OwnServer) -> AppError:
+def _own_server(spec: str, exc: _OwnServer, when: str) -> AppError:
+    fix = (
+        'guard that with `if __name__ == "__main__":`, and name the app or the function '
+        "that returns it"
+        if when == "import"
+        else "name the function that builds and returns the Application instead (or its "
+        "AppRunner, not yet set up)"
+    )
     return AppError(
-        f"APP_MODULE={spec!r} starts a server of its own ({exc}): the image runs the "
-        "server, on PORT, in each gunicorn worker. Name the function that builds and "
-        "returns the Application instead (or its AppRunner, not yet set up)"
+        f"APP_MODULE={spec!r} starts a server of its own ({exc}) "
+        f"{'when it is imported' if when == 'import' else 'when it is called'}: the image "
+        f"runs the server, on PORT, in each gunicorn worker; {fix}"
     )
 
 
@@ -192,9 +206,10 @@ def _run_app(app: object, *args: object, **kwargs: object) -> None:
 
 async def _site_start(site: web.BaseSite) -> None:
     """Stands in for BaseSite.start (which TCPSite's and the others' start
-    call first) meanwhile: code that runs its own AppRunner and site, then
-    waits forever, would hold a worker until the start deadline, and a
-    second worker would fail on the address in use."""
+    call first) while APP_MODULE is imported or its factory runs: code that
+    runs its own AppRunner and site, then waits forever, would hold a worker
+    until the start deadline, and a second worker would fail on the address
+    in use."""
     raise _OwnServer(site.name)
 
 
@@ -257,7 +272,7 @@ def load(spec: str) -> Target:
             module = importlib.import_module(module_name)
             captured = list(calls)
     except _OwnServer as exc:
-        raise _own_server(spec, exc) from None
+        raise _own_server(spec, exc, "import") from None
     except ModuleNotFoundError as exc:
         if exc.name and (module_name + ".").startswith(exc.name + "."):
             raise AppError(
@@ -347,7 +362,7 @@ async def build(target: Target) -> web.Application | web.AppRunner:
             if inspect.isawaitable(result):
                 result = await result
     except _OwnServer as exc:
-        raise _own_server(target.spec, exc) from None
+        raise _own_server(target.spec, exc, "call") from None
     except Exception as exc:
         raise AppError(
             f"APP_MODULE={target.spec!r} failed to start: {type(exc).__name__}: {exc}"
