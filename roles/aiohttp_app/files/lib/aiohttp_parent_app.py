@@ -49,7 +49,7 @@ def start_hint(exc: BaseException) -> str:
     """What the usual causes of a failing start need said: the app writes next
     to its code (it runs as an unprivileged user, and the app dir and the
     venv are root's), or reads a setting from an environment variable that
-    is not set (os.environ["DATABASE_URL"] raises KeyError: 'DATABASE_URL')."""
+    is not set (os.environ[name] raises a KeyError naming it)."""
     denied = isinstance(exc, PermissionError) or "unable to open database file" in str(exc)
     if denied and os.geteuid() != 0:
         return (
