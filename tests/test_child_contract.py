@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import docker
+from tests import docker, http
+from tests.service import served
 
 pytestmark = pytest.mark.both_builders
 
@@ -651,13 +652,29 @@ def test_base_child_trusts_a_build_secret_with_buildkit(
 PINS = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "roles/python_venv/defaults/main.yml").read_text()
 )
-OLDER_AIOHTTP = "3.13.5"
+HELLO_APP = """
+import aiohttp
+from aiohttp import web
 
 
-def test_replacing_the_pinned_aiohttp_is_reported(build_child_without_ca, proxy_ca: str) -> None:
+async def hello(request):
+    return web.Response(text=f"hello from {aiohttp.__version__}\\n")
+
+
+app = web.Application()
+app.router.add_get("/", hello)
+"""
+# The oldest with wheels for the image's Python; aiohttp before 3.13.4 made
+# the worker's loop in a way uvloop 0.22 and later refuse.
+OLDER_AIOHTTP = "3.10.11"
+
+
+def test_replacing_the_pinned_aiohttp_is_reported_and_it_serves(
+    build_child_without_ca, proxy_ca: str
+) -> None:
     pinned = PINS["python_venv_aiohttp_version"]
     tag, result = build_child_without_ca(
-        {"requirements.txt": f"aiohttp=={OLDER_AIOHTTP}\n"},
+        {"requirements.txt": f"aiohttp=={OLDER_AIOHTTP}\n", "hello.py": HELLO_APP},
         build_args={"BUILD_CA_CERTIFICATES": proxy_ca},
         name="oldaiohttp",
     )
@@ -672,6 +689,8 @@ def test_replacing_the_pinned_aiohttp_is_reported(build_child_without_ca, proxy_
     assert docker.inspect(tag)["Config"]["Labels"]["aiohttp-parent.aiohttp.version"] == pinned
     code = "import aiohttp, json; print(json.dumps(aiohttp.__version__))"
     assert json.loads(docker.run(tag, "python", "-c", code).stdout) == OLDER_AIOHTTP
+    with served(tag, env={"APP_MODULE": "hello:app"}) as service:
+        assert http.request(service.http, "/").text == f"hello from {OLDER_AIOHTTP}\n"
 
 
 # --- the child runs unprivileged ---------------------------------------------------

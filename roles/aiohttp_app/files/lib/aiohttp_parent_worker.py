@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp_parent_app
 import aiohttp_parent_log
 import runtime
+import uvloop
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 from gunicorn.workers.base import Worker
@@ -94,6 +95,27 @@ def _install(app: web.Application, middleware: Callable) -> web.Application:
 
 class UVLoopWorker(GunicornUVLoopWebWorker):
     _serving: asyncio.Future[None] | None = None
+
+    def init_process(self) -> None:
+        # The loop as aiohttp 3.14 makes it, here so that it does not depend on
+        # the aiohttp a child pins: before 3.13.4 it asks uvloop's policy for
+        # the current loop, which uvloop 0.22 and later refuse.
+        try:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_event_loop().close()  # the master's, if it made one
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            Worker.init_process(self)  # boots, then serves until the worker exits
+        except Exception as exc:
+            # gunicorn halts on a worker that fails to boot, but supervisord
+            # would start it again: the note stops the container, once.
+            if not self.booted:
+                aiohttp_parent_app.report(
+                    f"a gunicorn worker failed to boot: {type(exc).__name__}: {exc} "
+                    "(gunicorn's traceback follows)"
+                )
+            raise
 
     def run(self) -> None:
         try:
