@@ -220,7 +220,7 @@ FAILURES = {
     "missing-attribute": (
         "forms:create_ap",
         "AttributeError: module 'forms' has no attribute 'create_ap'; it has app (an "
-        "Application), create_app (an async function)",
+        "Application), create_app (an async function), make_app (a function)",
     ),
     "module-typo": ("froms:app", "ModuleNotFoundError: No module named 'froms'"),
     "file-not-module": (
@@ -250,6 +250,25 @@ FAILURES = {
         "APP_MODULE='selfserving' starts a server of its own (http://0.0.0.0:8080) when it is "
         "imported: the image runs the server, on PORT, in each gunicorn worker; "
         'guard that with `if __name__ == "__main__":`',
+    ),
+    "exits-when-called": (
+        "forms:exits",
+        "APP_MODULE='forms:exits' failed to start: it exits (SystemExit: 'settings.toml not "
+        "found'); an app that parses its command line gets the arguments given after `serve`",
+    ),
+    "exits-at-import": (
+        "cli",
+        "APP_MODULE='cli' cannot be loaded: it exits (SystemExit: 2); an app that parses its "
+        "command line gets the arguments given after `serve`: []",
+    ),
+    "read-only-database": (
+        "forms:notes",
+        "failed to start: OperationalError: attempt to write a readonly database (the app runs "
+        "as uid 10001, which may write only in /tmp",
+    ),
+    "worker-fails-to-boot": (
+        "brokenboot",
+        "a gunicorn worker failed to boot: TypeError: 'NoneType' object is not callable",
     ),
     "on-startup-raises": (
         "forms:on_startup_fails",

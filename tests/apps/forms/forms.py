@@ -2,6 +2,8 @@
 
 import asyncio
 import os
+import sqlite3
+import sys
 
 from aiohttp import web
 
@@ -51,6 +53,17 @@ async def database() -> web.Application:
 async def from_environment() -> web.Application:
     # A required setting read from the environment, which nobody set.
     return _app(os.environ["DATABASE_URL"])
+
+
+def exits() -> web.Application:
+    # A factory that gives up the way scripts do.
+    sys.exit("settings.toml not found")
+
+
+def notes() -> web.Application:
+    # A tutorial's database next to the code (the app dir is root's).
+    sqlite3.connect("notes.sqlite3").execute("CREATE TABLE IF NOT EXISTS notes (text)")
+    return _app("notes")
 
 
 async def on_startup_fails() -> web.Application:

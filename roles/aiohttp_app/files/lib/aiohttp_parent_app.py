@@ -48,9 +48,11 @@ HERE = str(Path(__file__).resolve().parent)
 def start_hint(exc: BaseException) -> str:
     """What the usual causes of a failing start need said: the app writes next
     to its code (it runs as an unprivileged user, and the app dir and the
-    venv are root's), or reads a setting from an environment variable that
+    venv are root's; sqlite also needs to write the database's directory), or reads a setting from an environment variable that
     is not set (os.environ[name] raises a KeyError naming it)."""
-    denied = isinstance(exc, PermissionError) or "unable to open database file" in str(exc)
+    denied = isinstance(exc, PermissionError) or any(
+        text in str(exc) for text in ("unable to open database file", "readonly database")
+    )
     if denied and os.geteuid() != 0:
         return (
             f" (the app runs as uid {os.geteuid()}, which may write only in /tmp and in volumes"
@@ -166,6 +168,15 @@ def report(message: str, exc: BaseException | None = None) -> bool:
     return True
 
 
+def _exited(exc: SystemExit) -> str:
+    """SystemExit: the app exits (what it printed, argparse's usage, is above)."""
+    code = 0 if exc.code is None else exc.code
+    return (
+        f"it exits (SystemExit: {code!r}); an app that parses its command line gets "
+        f"the arguments given after `serve`: {app_argv()}"
+    )
+
+
 def _describe(obj: object) -> str:
     if isinstance(obj, tuple):
         kinds = ", ".join(type(v).__name__ for v in obj)
@@ -182,11 +193,13 @@ def _candidates(module: object) -> str:
         if isinstance(value, web.Application):
             found.append(f"{name} (an Application)")
         elif (
-            inspect.iscoroutinefunction(value)
+            inspect.isfunction(value)
             and value.__module__ == module.__name__  # type: ignore[attr-defined]
             and "request" not in inspect.signature(value).parameters  # a handler
+            and (inspect.iscoroutinefunction(value) or "app" in name.lower())
         ):
-            found.append(f"{name} (an async function)")
+            kind = "an async function" if inspect.iscoroutinefunction(value) else "a function"
+            found.append(f"{name} ({kind})")
     return f"; it has {', '.join(found)}" if found else ""
 
 
@@ -283,6 +296,8 @@ def load(spec: str) -> Target:
             f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc} "
             f"(is the package that provides it in requirements.txt?)"
         ) from exc
+    except SystemExit as exc:  # sys.exit(), argparse's parse_args() at import
+        raise AppError(f"APP_MODULE={spec!r} cannot be loaded: {_exited(exc)}") from exc
     except Exception as exc:  # any error in the user's module is reported the same way
         raise AppError(
             f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}{start_hint(exc)}"
@@ -363,6 +378,8 @@ async def build(target: Target) -> web.Application | web.AppRunner:
                 result = await result
     except _OwnServer as exc:
         raise _own_server(target.spec, exc, "call") from None
+    except SystemExit as exc:
+        raise AppError(f"APP_MODULE={target.spec!r} failed to start: {_exited(exc)}") from exc
     except Exception as exc:
         raise AppError(
             f"APP_MODULE={target.spec!r} failed to start: {type(exc).__name__}: {exc}"

@@ -1,0 +1,9 @@
+"""Breaks every gunicorn worker's boot before the app's own code runs, as a
+worker class that cannot work with the child's packages would: it stands for
+any failure that gunicorn, not the image's checks of the app, reports."""
+
+import uvloop
+from aiohttp import web
+
+uvloop.EventLoopPolicy = None  # the worker's loop cannot be made
+app = web.Application()
