@@ -36,6 +36,20 @@ def test_default_command_is_python(child: str) -> None:
     assert result.returncode == 0  # the interactive interpreter read EOF and exited
 
 
+def test_default_command_in_a_child_naming_an_app_says_how_to_serve(child: str) -> None:
+    # `docker run IMAGE` without -i: python reads /dev/null and exits 0, silently.
+    app = ["--env=APP_MODULE=hello:app"]
+    note = (
+        "aiohttp-parent: note: the command is python (the image's CMD) with no script: it "
+        "serves nothing. To serve APP_MODULE=hello:app, give the command serve"
+    )
+    assert note in docker.run(child, opts=app, check=True).stderr
+    # Not for a script, an interactive session, or a child that names no app.
+    assert "note:" not in docker.run(child, "python", "-c", "", opts=app, check=True).stderr
+    assert "note:" not in docker.run(child, opts=["-i", *app], check=True).stderr
+    assert "note:" not in docker.run(child, check=True).stderr
+
+
 def test_python_arguments_survive_intact(child: str) -> None:
     out = docker.run(child, "python", "-c", PRINT_ARGV, *AWKWARD).stdout
     assert json.loads(out) == AWKWARD
