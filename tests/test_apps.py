@@ -286,6 +286,9 @@ def test_app_that_cannot_start_stops_the_container_saying_why_once(app_image, ca
     assert logs.count(message) == 1, logs
     assert "aiohttp-parent: serving" not in logs
     assert "stopped because program 'gunicorn' gave up" in logs
+    # One worker's exit 3 halts gunicorn; a second one, reaped while it
+    # halts, would crash it with an unhandled HaltServer.
+    assert "HaltServer" not in logs, logs
 
 
 def test_app_that_never_becomes_ready_stops_at_the_start_deadline(app_image) -> None:

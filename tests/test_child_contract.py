@@ -664,8 +664,8 @@ async def hello(request):
 app = web.Application()
 app.router.add_get("/", hello)
 """
-# The oldest with wheels for the image's Python; aiohttp before 3.13.4 made
-# the worker's loop in a way uvloop 0.22 and later refuse.
+# Older than 3.13.4, whose worker made its loop in a way uvloop 0.22 and
+# later refuse; with wheels for Python 3.11 and 3.13 (bookworm, trixie).
 OLDER_AIOHTTP = "3.10.11"
 
 

@@ -13,9 +13,10 @@ factory's sessions and pools belong to the loop that serves them. Accepted:
   module                     module:app, or the app the module hands to a
                              web.run_app() call at import (a warning says so)
 
-A load that fails writes RUN_DIR/gunicorn/fatal: the first writer prints
-the error, so it appears once however many workers fail, and the
-container's `serve` stops the container instead of retrying.
+A load that fails (or a worker that fails to boot: aiohttp_parent_worker)
+writes RUN_DIR/gunicorn/fatal: the first writer prints the error, so it
+appears once however many workers fail, and the container's `serve` stops
+the container instead of retrying.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ HERE = str(Path(__file__).resolve().parent)
 def start_hint(exc: BaseException) -> str:
     """What the usual causes of a failing start need said: the app writes next
     to its code (it runs as an unprivileged user, and the app dir and the
-    venv are root's; sqlite also needs to write the database's directory), or reads a setting from an environment variable that
-    is not set (os.environ[name] raises a KeyError naming it)."""
+    venv are root's; sqlite writes the database's directory too), or reads
+    a setting from an environment variable that is not set (os.environ[name]
+    raises a KeyError naming it)."""
     denied = isinstance(exc, PermissionError) or any(
         text in str(exc) for text in ("unable to open database file", "readonly database")
     )
@@ -169,7 +171,7 @@ def report(message: str, exc: BaseException | None = None) -> bool:
 
 
 def _exited(exc: SystemExit) -> str:
-    """SystemExit: the app exits (what it printed, argparse's usage, is above)."""
+    """SystemExit: the app exits (what it printed, argparse's usage, comes first)."""
     code = 0 if exc.code is None else exc.code
     return (
         f"it exits (SystemExit: {code!r}); an app that parses its command line gets "
@@ -196,11 +198,22 @@ def _candidates(module: object) -> str:
             inspect.isfunction(value)
             and value.__module__ == module.__name__  # type: ignore[attr-defined]
             and "request" not in inspect.signature(value).parameters  # a handler
-            and (inspect.iscoroutinefunction(value) or "app" in name.lower())
+            and (
+                inspect.iscoroutinefunction(value)
+                or ("app" in name.lower() and _takes_what_a_factory_gets(value))
+            )
         ):
             kind = "an async function" if inspect.iscoroutinefunction(value) else "a function"
             found.append(f"{name} ({kind})")
     return f"; it has {', '.join(found)}" if found else ""
+
+
+def _takes_what_a_factory_gets(function: Callable[..., Any]) -> bool:
+    try:
+        _default_args(function.__name__, function)
+    except AppError:  # setup_app(app), a helper
+        return False
+    return True
 
 
 _run_app_calls: list[object] = []

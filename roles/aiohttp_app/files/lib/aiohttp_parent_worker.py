@@ -1,5 +1,7 @@
 """aiohttp's uvloop gunicorn worker, trusting X-Forwarded-* only from nginx,
 with gunicorn's listen backlog, that fails fast when the app cannot start.
+It makes its event loop itself, so that it serves whatever aiohttp a child
+pins, and a worker that fails to boot before that reports it once too.
 
 A worker whose app fails to start (its factory or on_startup raises, returns
 the wrong thing, or is still not serving after APP_START_TIMEOUT seconds)
@@ -97,24 +99,24 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
     _serving: asyncio.Future[None] | None = None
 
     def init_process(self) -> None:
-        # The loop as aiohttp 3.14 makes it, here so that it does not depend on
-        # the aiohttp a child pins: before 3.13.4 it asks uvloop's policy for
-        # the current loop, which uvloop 0.22 and later refuse.
+        # Not aiohttp's: before 3.13.4 (a child may pin one) it asks uvloop's
+        # policy for the current loop first, which uvloop 0.22 and later refuse.
         try:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_event_loop().close()  # the master's, if it made one
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
             Worker.init_process(self)  # boots, then serves until the worker exits
         except Exception as exc:
-            # gunicorn halts on a worker that fails to boot, but supervisord
-            # would start it again: the note stops the container, once.
-            if not self.booted:
-                aiohttp_parent_app.report(
-                    f"a gunicorn worker failed to boot: {type(exc).__name__}: {exc} "
-                    "(gunicorn's traceback follows)"
-                )
+            if self.booted:
+                raise
+            # gunicorn halts on a worker that fails to boot, and supervisord
+            # would start it again (within startsecs): the note stops the
+            # container, once. As in _boot_failed, one exit 3 is enough.
+            if not aiohttp_parent_app.report(
+                f"a gunicorn worker failed to boot: {type(exc).__name__}: {exc} "
+                "(gunicorn's traceback follows)"
+            ):
+                sys.exit(0)
             raise
 
     def run(self) -> None:
