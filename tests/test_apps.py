@@ -256,6 +256,11 @@ FAILURES = {
         "APP_MODULE='forms:exits' failed to start: it exits (SystemExit: 'settings.toml not "
         "found'); an app that parses its command line gets the arguments given after `serve`",
     ),
+    "exits-on-startup": (
+        "forms:exits_on_startup",
+        "APP_MODULE='forms:exits_on_startup' failed to start: it exits (SystemExit: 'cache not "
+        "configured')",
+    ),
     "exits-at-import": (
         "cli",
         "APP_MODULE='cli' cannot be loaded: it exits (SystemExit: 2); an app that parses its "

@@ -60,6 +60,16 @@ def exits() -> web.Application:
     sys.exit("settings.toml not found")
 
 
+def exits_on_startup() -> web.Application:
+    # A start-up check that gives up the way scripts do.
+    async def check_cache(app: web.Application) -> None:
+        sys.exit("cache not configured")
+
+    app = _app("exits on startup")
+    app.on_startup.append(check_cache)
+    return app
+
+
 def notes() -> web.Application:
     # A tutorial's database next to the code (the app dir is root's).
     sqlite3.connect("notes.sqlite3").execute("CREATE TABLE IF NOT EXISTS notes (text)")

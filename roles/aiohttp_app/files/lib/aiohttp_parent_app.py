@@ -170,7 +170,7 @@ def report(message: str, exc: BaseException | None = None) -> bool:
     return True
 
 
-def _exited(exc: SystemExit) -> str:
+def exited(exc: SystemExit) -> str:
     """SystemExit: the app exits (what it printed, argparse's usage, comes first)."""
     code = 0 if exc.code is None else exc.code
     return (
@@ -310,7 +310,7 @@ def load(spec: str) -> Target:
             f"(is the package that provides it in requirements.txt?)"
         ) from exc
     except SystemExit as exc:  # sys.exit(), argparse's parse_args() at import
-        raise AppError(f"APP_MODULE={spec!r} cannot be loaded: {_exited(exc)}") from exc
+        raise AppError(f"APP_MODULE={spec!r} cannot be loaded: {exited(exc)}") from exc
     except Exception as exc:  # any error in the user's module is reported the same way
         raise AppError(
             f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc}{start_hint(exc)}"
@@ -392,7 +392,7 @@ async def build(target: Target) -> web.Application | web.AppRunner:
     except _OwnServer as exc:
         raise _own_server(target.spec, exc, "call") from None
     except SystemExit as exc:
-        raise AppError(f"APP_MODULE={target.spec!r} failed to start: {_exited(exc)}") from exc
+        raise AppError(f"APP_MODULE={target.spec!r} failed to start: {exited(exc)}") from exc
     except Exception as exc:
         raise AppError(
             f"APP_MODULE={target.spec!r} failed to start: {type(exc).__name__}: {exc}"

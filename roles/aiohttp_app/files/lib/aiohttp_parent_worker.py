@@ -147,7 +147,7 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
         self.sockets = [getattr(sock, "sock", sock) for sock in self.sockets]
         loop = asyncio.get_running_loop()
         self._serving = loop.create_future()
-        running = asyncio.ensure_future(super()._run())
+        running = asyncio.ensure_future(self._start_and_serve())
         deadline = loop.time() + start_timeout()
         while not self._serving.done() and not running.done():
             if not self.alive:  # stopped while starting (docker stop, gunicorn halting)
@@ -183,6 +183,20 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
                 exc,
             )
         await running
+
+    async def _start_and_serve(self) -> None:
+        """aiohttp's _run. An exit while it starts (sys.exit() in on_startup)
+        is a boot error like the others: out of a task, SystemExit would end
+        the worker's loop, and gunicorn would fork replacements until the
+        start deadline."""
+        try:
+            await super()._run()
+        except SystemExit as exc:
+            if self._serving is not None and self._serving.done():
+                raise
+            raise aiohttp_parent_app.AppError(
+                f"APP_MODULE={app_module()!r} failed to start: {aiohttp_parent_app.exited(exc)}"
+            ) from exc
 
     def _boot_failed(self, message: str, exc: BaseException | None = None) -> None:
         # One boot error is enough to halt gunicorn; a second one, reaped
