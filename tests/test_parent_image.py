@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import contract, docker
+from tests import contract, docker, http
+from tests.service import served
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
@@ -193,6 +194,41 @@ def test_runtime_modules_are_compiled_hash_checked(parent_host) -> None:
     assert parent_host.run(f'python3 -c "{check}"').stdout.strip() == str(
         [3] * len(RUNTIME_MODULES)
     )
+
+
+def test_debian_python_keeps_bytecode_only_for_what_the_image_runs(parent_host) -> None:
+    """The container role removes Debian's .pyc files of the modules nothing
+    in the image imports (pydoc, the test suites) and keeps the rest."""
+    check = (
+        "import importlib.util as u, json;"
+        "print(json.dumps({m: u.cache_from_source(u.find_spec(m).origin) for m in %r}))"
+    )
+    modules = ["pydoc", "doctest", "asyncio.base_events", "email.utils", "supervisor.options"]
+    pyc = json.loads(parent_host.run(f'/usr/bin/python3 -c "{check % modules}"').stdout)
+    present = {m: parent_host.file(path).exists for m, path in pyc.items()}
+    assert present == {
+        "pydoc": False,
+        "doctest": False,
+        "asyncio.base_events": True,
+        "email.utils": True,
+        "supervisor.options": True,
+    }
+
+
+def test_serving_imports_no_debian_module_without_its_bytecode(example_image: str) -> None:
+    """Python's import trace (PYTHONVERBOSE) of serve, supervisord, gunicorn,
+    its workers and the app, through a start, requests and a stop: every
+    module of Debian's Python comes from its .pyc (the container role's
+    container_python_bytecode lists them), none is compiled from source."""
+    with served(example_image, env={"PYTHONVERBOSE": "1"}) as svc:
+        assert http.request(svc.http, "/").status == 200
+        assert http.request(svc.http, "/static/hello.txt").status == 200
+        docker.docker("stop", svc.name)
+        trace = docker.logs(svc.name)
+    from_pyc = re.findall(r"^# \S+\.pyc matches (/usr/lib/python3\S+)", trace, re.M)
+    assert len(from_pyc) > 100
+    from_source = re.findall(r"^# code object from '(/usr/lib/python3[^']+\.py)'", trace, re.M)
+    assert sorted(set(from_source)) == []
 
 
 def test_pip_uses_the_system_trust_store(parent_host) -> None:
