@@ -52,10 +52,16 @@ def test_container_files_are_copied_into_root(build_child) -> None:
 
 
 def test_build_context_is_copied_to_app(build_child) -> None:
-    tag, _ = build_child({**REQS, "myapp/__init__.py": "NAME = 'child'\n"}, name="context")
+    # With a checkout's .git, which a .dockerignore would leave out: said.
+    files = {**REQS, "myapp/__init__.py": "NAME = 'child'\n", ".git/HEAD": "ref: refs/heads/main\n"}
+    tag, result = build_child(files, name="context")
     assert (
         docker.run(tag, "python", "-c", "import myapp; print(myapp.NAME)").stdout.strip() == "child"
     )
+    warning = (
+        r"aiohttp-parent onbuild: warning: /app/\.git \(\S+\) came with COPY \. : list it in a"
+    )
+    assert re.search(warning, docker.build_log(result)), docker.build_log(result)
 
 
 @pytest.mark.parametrize("dev", ["0", "1"])
@@ -433,6 +439,33 @@ def test_self_contained_requirements_install_in_the_first_part(
 @pytest.mark.parametrize("requirements", NEEDS_CONTEXT)
 def test_requirements_that_need_the_context_are_named(parent_image: str, requirements: str) -> None:
     assert NEEDS_CONTEXT[requirements] in needs_context(parent_image, requirements)
+
+
+def test_requirements_file_is_read_in_the_encoding_its_mark_names(parent_image: str) -> None:
+    # PowerShell's `pip freeze > requirements.txt` writes UTF-16, which pip reads.
+    script = (
+        "cd \"$(mktemp -d)\" && python -c \"open('requirements.txt', 'w', encoding='utf-16')"
+        ".write('six\\n-e .\\n')\" && python /usr/local/lib/aiohttp-parent/requirements.py"
+        " needs-context requirements.txt"
+    )
+    result = docker.run(parent_image, "sh", "-c", script)
+    assert result.stdout.strip() == (
+        "requirements.txt line 2: '-e .' installs from a path in the build context"
+    ), result.output
+
+
+def test_pip_configuration_it_cannot_read_is_said_in_pips_words(parent_image: str) -> None:
+    # A CRLF bin/setup.sh would export "1\r"; the build names such a file first.
+    script = (
+        'cd "$(mktemp -d)" && echo six > requirements.txt'
+        " && python /usr/local/lib/aiohttp-parent/requirements.py needs-context requirements.txt"
+    )
+    opts = ["--env=PIP_DISABLE_PIP_VERSION_CHECK=maybe"]
+    result = docker.run(parent_image, "sh", "-c", script, opts=opts)
+    assert result.returncode == 1
+    assert "aiohttp-parent onbuild: error: pip cannot read its configuration: " in result.stderr
+    assert "maybe" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_pip_settings_that_need_the_context_are_named(parent_image: str) -> None:

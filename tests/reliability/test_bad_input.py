@@ -23,6 +23,63 @@ BUILDS = {
         {},
         ["no requirements.txt in the build context", "add a requirements.txt"],
     ),
+    "no-requirements-but-a-pipfile": (
+        {"Pipfile": '[packages]\naiohttp = "*"\n', "app.py": ""},
+        {},
+        ["no requirements.txt in the build context", "pipenv requirements > requirements.txt"],
+    ),
+    "no-requirements-but-a-poetry-lock": (
+        {"pyproject.toml": '[tool.poetry]\nname = "shop"\n', "poetry.lock": "", "app.py": ""},
+        {},
+        ["no requirements.txt in the build context", "poetry export -f requirements.txt"],
+    ),
+    "setup-with-windows-line-endings": (
+        {
+            **REQS,
+            "bin/setup.sh": "export PIP_DISABLE_PIP_VERSION_CHECK=1\r\necho after-the-failure\r\n",
+        },
+        {},
+        ["bin/setup.sh has Windows line endings (CRLF)", "dos2unix bin/setup.sh"],
+    ),
+    "gunicorn-too-old": (
+        {"requirements.txt": "gunicorn==20.1.0\n"},
+        {},
+        ["requirements.txt installed gunicorn 20.1.0: the image needs gunicorn 21.2 or later"],
+    ),
+    "cleanup-removes-a-library": (
+        {
+            **REQS,
+            # A compiled module linked to libsqlite3, as psycopg2 is to libpq.
+            "bin/setup.sh": "cp /usr/lib/python3*/lib-dynload/_sqlite3.*.so /var/www/venv/lib/python3*/site-packages/\n",
+            "bin/cleanup.sh": "dpkg --purge --force-depends libsqlite3-0\n",
+        },
+        {},
+        [
+            "after bin/cleanup.sh, compiled modules in /var/www/venv miss libraries",
+            "needs libsqlite3.so.0",
+        ],
+    ),
+    "no-wheel-and-no-compiler": (
+        {
+            "requirements.txt": "./cext\n",
+            "cext/setup.py": "from setuptools import Extension, setup\n"
+            "setup(name='cext', version='1', ext_modules=[Extension('cext', ['cext.c'])])\n",
+            "cext/cext.c": "int cext;\n",
+        },
+        {},
+        ["'pip install -r requirements.txt' failed", "hint: pip tried to compile a package"],
+    ),
+    "project-setuptools-cannot-lay-out": (
+        {
+            **REQS,
+            "pyproject.toml": '[project]\nname = "shop"\nversion = "1"\n'
+            '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n',
+            "shop/views.py": "",
+            "migrations/0001.py": "",
+        },
+        {},
+        ["Multiple top-level packages discovered", "[tool.setuptools] packages = "],
+    ),
     "unknown-package": (
         {"requirements.txt": "this-package-does-not-exist-aiohttp-parent==0.0.1\n"},
         {},

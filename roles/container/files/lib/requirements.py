@@ -18,6 +18,8 @@ Run by the venv's interpreter, whose pip reads the configuration.
 
 from __future__ import annotations
 
+import codecs
+import locale
 import os
 import re
 import shlex
@@ -40,6 +42,16 @@ NAMED_URL = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(?:\[[^\]]*\])?\s*@\s*
 # (a dollar sign, then the upper-case name in braces).
 ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
 COMMENT = re.compile(r"(^|\s+)#.*$")
+# What pip reads a requirements file as: the encoding its byte order mark
+# names (PowerShell's `pip freeze > requirements.txt` writes UTF-16), else
+# the locale's (UTF-8 in the image).
+BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+)
 
 
 def is_file_url(location: str) -> bool:
@@ -73,12 +85,20 @@ def requirement_is_local(text: str) -> bool:
     )
 
 
+def read(path: Path) -> str:
+    data = path.read_bytes()
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding)
+    return data.decode(locale.getpreferredencoding(False), errors="replace")
+
+
 def logical_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) as pip reads them: continuations joined, comments cut,
     environment variables expanded."""
     lines: list[tuple[int, str]] = []
     start, parts = 0, []
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
+    for number, raw in enumerate(read(path).splitlines(), 1):
         if not parts:
             start = number
         if raw.endswith("\\"):
@@ -150,12 +170,14 @@ def check_settings() -> str | None:
             if is_local(value) and not local_path(value, Path.cwd()).exists():
                 return f"{name}={value} is a path this step does not have"
     listed = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for line in listed.splitlines():
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+    )
+    if listed.returncode != 0:
+        # A bad PIP_* value (a CRLF bin/setup.sh exports "1\r"): pip's words.
+        raise SystemExit(
+            f"aiohttp-parent onbuild: error: pip cannot read its configuration: {listed.stderr.strip()}"
+        )
+    for line in listed.stdout.splitlines():
         key, _, raw = line.partition("=")
         if key.rpartition(".")[2] not in CONFIG_KEYS:
             continue

@@ -6,7 +6,9 @@
                                removed since FILE, then update FILE
 
 Run by the venv's interpreter (the entrypoint's `versions`, the onbuild
-script). The pins are the python_venv role's pins.txt in the venv.
+script). The pins are the python_venv role's pins.txt in the venv, with the
+oldest version a child may replace each with (`name>=version`): `changes`
+exits 1 when a step installed an older one.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ def pins() -> dict[str, str]:
     return found
 
 
+def minimums() -> dict[str, str]:
+    """name -> version for every `name>=version` line of pins.txt."""
+    found: dict[str, str] = {}
+    if PINS.is_file():
+        for line in PINS.read_text().splitlines():
+            if m := re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*(\S+)\s*", line):
+                found[canonical(m[1])] = m[2]
+    return found
+
+
+def release(version: str) -> tuple[int, ...]:
+    """The release numbers of a version: 20.1.0 -> (20, 1, 0); 21.2rc1 -> (21, 2)."""
+    m = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(n) for n in m[0].split(".")) if m else ()
+
+
 def report() -> int:
     now = installed()
     print(f"python {platform.python_version()}")
@@ -68,7 +86,14 @@ def changes(snapshot: Path, what: str) -> int:
         change = f"removed {name} {old}" if new is None else f"replaced {name} {old} with {new}"
         print(f"{PREFIX} {level}: {what} {change}{why}", file=sys.stderr)
     snapshot.write_text(json.dumps(now))
-    return 0
+    too_old = [
+        f"{name} {now[name]}: the image needs {name} {oldest} or later"
+        for name, oldest in minimums().items()
+        if name in now and release(now[name]) < release(oldest)
+    ]
+    for why in too_old:
+        print(f"{PREFIX} error: {what} installed {why}; pin a newer release", file=sys.stderr)
+    return 1 if too_old else 0
 
 
 def main(argv: list[str]) -> int:
