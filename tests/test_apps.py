@@ -120,6 +120,7 @@ def served_text(app_image, app: str, env: dict[str, str], cleanup, **kw: Any) ->
         ("forms:create_app()", "an async factory"),
         ('forms:configured("called", loud=True)', "CALLED"),
         ("forms:legacy", "a factory taking the loop"),
+        ("heroku", "told port 80"),
     ],
     ids=[
         "application",
@@ -129,6 +130,7 @@ def served_text(app_image, app: str, env: dict[str, str], cleanup, **kw: Any) ->
         "call",
         "call-args",
         "loop-argument",
+        "port-from-environment",
     ],
 )
 def test_factory_forms_serve(app_image, cleanup, module: str, text: str) -> None:
@@ -274,6 +276,16 @@ FAILURES = {
     "worker-fails-to-boot": (
         "brokenboot",
         "a gunicorn worker failed to boot: TypeError: 'NoneType' object is not callable",
+    ),
+    "removed-module": (
+        "removed",
+        "has no distutils module any more: use setuptools (it provides distutils again) in "
+        "requirements.txt",
+    ),
+    "application-given-a-loop": (
+        "oldloop",
+        "web.Application instance initialized with different loop (an Application made with "
+        "loop=, or at import with asyncio.get_event_loop(): make it without loop=",
     ),
     "on-startup-raises": (
         "forms:on_startup_fails",

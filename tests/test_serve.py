@@ -65,6 +65,13 @@ def test_app_sees_client_address_and_scheme_from_nginx(service: Service) -> None
     assert seen["host"] == f"127.0.0.1:{service.http}"
 
 
+def test_app_reading_the_peername_gets_nginx_on_loopback(service: Service) -> None:
+    """Code written for nginx in front over TCP (aiohttp's docs unpack the
+    peername; aiohttp-remotes' XForwardedStrict checks it) reads nginx's
+    loopback address, not the unix socket's empty one."""
+    assert whoami(service.http)["peername"] == ["127.0.0.1", 0]
+
+
 def test_spoofed_forwarded_for_is_not_trusted(service: Service) -> None:
     real = whoami(service.http)["remote"]
     spoofed = whoami(service.http, headers={"X-Forwarded-For": "203.0.113.9"})

@@ -40,6 +40,8 @@ async def whoami(request: web.Request) -> web.Response:
             "debug": loop.get_debug(),
             "forwarded_for": request.headers.get("X-Forwarded-For"),
             "remote": request.remote,
+            # The connection's peer, as aiohttp's docs read it: nginx, when it is in front.
+            "peername": request.transport.get_extra_info("peername"),
             "scheme": request.scheme,
             "host": request.host,
             "seen": request.app[SEEN],

@@ -44,6 +44,35 @@ FORMS = (
 )
 APP_LOAD_ERROR = 4  # gunicorn's exit status for an app that does not load
 HERE = str(Path(__file__).resolve().parent)
+# Standard library modules that Python 3.12 and 3.13 removed (PEP 594, 632),
+# and what replaces each: its own name is no package on PyPI.
+REMOVED_MODULES = {
+    "distutils": "setuptools (it provides distutils again) in requirements.txt",
+    "imp": "importlib (the app's code must change)",
+    "asynchat": "pyasynchat in requirements.txt",
+    "asyncore": "pyasyncore in requirements.txt",
+    "smtpd": "aiosmtpd (the app's code must change)",
+    "cgi": "legacy-cgi in requirements.txt",
+    "cgitb": "legacy-cgi in requirements.txt",
+    "audioop": "audioop-lts in requirements.txt",
+    **{
+        name: f"standard-{name} (a copy of the old module) in requirements.txt"
+        for name in [
+            "aifc",
+            "chunk",
+            "crypt",
+            "imghdr",
+            "mailcap",
+            "nntplib",
+            "pipes",
+            "sndhdr",
+            "sunau",
+            "telnetlib",
+            "uu",
+            "xdrlib",
+        ]
+    },
+}
 
 
 def start_hint(exc: BaseException) -> str:
@@ -60,6 +89,11 @@ def start_hint(exc: BaseException) -> str:
             f" (the app runs as uid {os.geteuid()}, which may write only in /tmp and in volumes"
             ' it owns; the app dir and the venv are read-only to it: README.rst, "Non-root and'
             ' locked down")'
+        )
+    if "initialized with different loop" in str(exc):  # web.Application(loop=...)
+        return (
+            " (an Application made with loop=, or at import with asyncio.get_event_loop():"
+            " make it without loop=, in a factory; the worker runs it on its own loop)"
         )
     if isinstance(exc, KeyError) and _raised_by(exc, os.environ):  # os.environ[name]
         name = exc.args[0]
@@ -305,9 +339,15 @@ def load(spec: str) -> Target:
                 f"APP_MODULE={spec!r} cannot be loaded: "
                 f"ModuleNotFoundError: No module named {exc.name!r}" + runtime.module_hint(spec)
             ) from None
+        top = (exc.name or "").split(".")[0]
+        hint = (
+            f"(Python {sys.version_info[0]}.{sys.version_info[1]} has no {top} module any more: "
+            f"use {REMOVED_MODULES[top]})"
+            if top in REMOVED_MODULES
+            else "(is the package that provides it in requirements.txt?)"
+        )
         raise AppError(
-            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc} "
-            f"(is the package that provides it in requirements.txt?)"
+            f"APP_MODULE={spec!r} cannot be loaded: {type(exc).__name__}: {exc} {hint}"
         ) from exc
     except SystemExit as exc:  # sys.exit(), argparse's parse_args() at import
         raise AppError(f"APP_MODULE={spec!r} cannot be loaded: {exited(exc)}") from exc

@@ -37,12 +37,61 @@ WORKER_BOOT_ERROR = 3  # gunicorn's arbiter halts on it
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# What code written for nginx in front over TCP reads as the peer's address
+# (`host, port = request.transport.get_extra_info("peername")`, as aiohttp's
+# docs do, and aiohttp-remotes' XForwardedStrict): nginx's side of the unix
+# socket has none ("").
+NGINX_PEERNAME = ("127.0.0.1", 0)
+
+
+class _NginxTransport:
+    """request.transport on the unix socket: the transport, with nginx's
+    loopback address as its peername."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "peername":
+            return NGINX_PEERNAME
+        return self._transport.get_extra_info(name, default)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+_via_nginx: dict[type, type] = {}
+
+
+def via_nginx(request: web.BaseRequest) -> None:
+    """Give REQUEST (from nginx over the unix socket) the transport above: its
+    class becomes a subclass whose `transport` wraps the real one when read.
+    Nothing is made for a request that never reads it; aiohttp itself writes
+    through the protocol's transport."""
+    cls = type(request)
+    if (sub := _via_nginx.get(cls)) is None:
+        real = cls.transport
+
+        def transport(self: web.BaseRequest) -> object:
+            found = real.__get__(self, type(self))
+            return None if found is None else _NginxTransport(found)
+
+        attrs = {"__slots__": (), "transport": property(transport)}
+        sub = _via_nginx[cls] = type(cls.__name__, (cls,), attrs)
+    # object's, not aiohttp's __setattr__, which warns of attributes it does not know.
+    object.__setattr__(request, "__class__", sub)
+
+
 def forwarded_middleware(trusted: set[str]) -> Callable:
     trust_all = "*" in trusted
 
     @web.middleware
     async def apply_forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = request.remote or ""  # "" on a unix socket
+        if peer == "":
+            via_nginx(request)
         if peer == "" or trust_all or peer in trusted:
             changes: dict[str, str] = {}
             if xff := request.headers.get("X-Forwarded-For"):
