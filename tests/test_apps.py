@@ -279,8 +279,8 @@ FAILURES = {
     ),
     "removed-module": (
         "removed",
-        "has no distutils module any more: use setuptools (it provides distutils again) in "
-        "requirements.txt",
+        "No module named 'distutils' (Python 3.12 removed the distutils module: use setuptools "
+        "(it provides distutils again) in requirements.txt)",
     ),
     "application-given-a-loop": (
         "oldloop",

@@ -69,6 +69,13 @@ BUILDS = {
         {},
         ["'pip install -r requirements.txt' failed", "hint: pip tried to compile a package"],
     ),
+    "conda-freeze": (
+        {
+            "requirements.txt": "six @ file:///home/conda/feedstock_root/build_artifacts/six_1/work\n"
+        },
+        {},
+        ["'pip install -r requirements.txt' failed", "(conda's pip freeze writes them)"],
+    ),
     "project-setuptools-cannot-lay-out": (
         {
             **REQS,

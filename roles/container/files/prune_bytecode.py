@@ -8,7 +8,8 @@ Debian compiles every module of a Python package when it installs it
 them. This removes the .pyc of every other module (Python compiles one
 from its source, in memory, if something imports it) and keeps what each
 KEEP names: a dotted module name (`encodings.utf_8`), `PKG.*` for a
-package and everything in it, or `*` for every module. Run by the Python it prunes. Prints
+package and everything in it, or a pattern (`_sysconfigdata_*`, `*` for
+every module). Run by the Python it prunes. Prints
 {"changed": bool, "removed": N, "bytes": N} as JSON: a second run finds
 nothing to remove.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import sysconfig
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 # Debian's own modules for its Python: the standard library, and what
@@ -36,8 +38,7 @@ def module_name(pyc: Path, root: Path) -> str:
 
 def kept(name: str, keep: list[str]) -> bool:
     return any(
-        k in ("*", name) or (k.endswith(".*") and (name == k[:-2] or name.startswith(k[:-1])))
-        for k in keep
+        name == k or (k.endswith(".*") and name == k[:-2]) or fnmatchcase(name, k) for k in keep
     )
 
 

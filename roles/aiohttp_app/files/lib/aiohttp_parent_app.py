@@ -44,19 +44,25 @@ FORMS = (
 )
 APP_LOAD_ERROR = 4  # gunicorn's exit status for an app that does not load
 HERE = str(Path(__file__).resolve().parent)
-# Standard library modules that Python 3.12 and 3.13 removed (PEP 594, 632),
-# and what replaces each: its own name is no package on PyPI.
-REMOVED_MODULES = {
-    "distutils": "setuptools (it provides distutils again) in requirements.txt",
-    "imp": "importlib (the app's code must change)",
-    "asynchat": "pyasynchat in requirements.txt",
-    "asyncore": "pyasyncore in requirements.txt",
-    "smtpd": "aiosmtpd (the app's code must change)",
-    "cgi": "legacy-cgi in requirements.txt",
-    "cgitb": "legacy-cgi in requirements.txt",
-    "audioop": "audioop-lts in requirements.txt",
+# Standard library modules that Python 3.12 and 3.13 removed (PEP 594, 632):
+# the release that removed each, and what replaces it (its own name is no
+# package on PyPI).
+_DEAD = "the app's code must change"
+REMOVED_MODULES: dict[str, tuple[tuple[int, int], str]] = {
+    "distutils": ((3, 12), "setuptools (it provides distutils again) in requirements.txt"),
+    "imp": ((3, 12), f"importlib ({_DEAD})"),
+    "asynchat": ((3, 12), "pyasynchat in requirements.txt"),
+    "asyncore": ((3, 12), "pyasyncore in requirements.txt"),
+    "smtpd": ((3, 12), f"aiosmtpd ({_DEAD})"),
+    "cgi": ((3, 13), "legacy-cgi in requirements.txt"),
+    "cgitb": ((3, 13), "legacy-cgi in requirements.txt"),
+    "audioop": ((3, 13), "audioop-lts in requirements.txt"),
     **{
-        name: f"standard-{name} (a copy of the old module) in requirements.txt"
+        name: ((3, 13), f"nothing ({_DEAD})")
+        for name in ["lib2to3", "msilib", "nis", "ossaudiodev", "spwd"]
+    },
+    **{
+        name: ((3, 13), f"standard-{name} (a copy of the old module) in requirements.txt")
         for name in [
             "aifc",
             "chunk",
@@ -340,10 +346,10 @@ def load(spec: str) -> Target:
                 f"ModuleNotFoundError: No module named {exc.name!r}" + runtime.module_hint(spec)
             ) from None
         top = (exc.name or "").split(".")[0]
+        removed, instead = REMOVED_MODULES.get(top, ((99, 0), ""))
         hint = (
-            f"(Python {sys.version_info[0]}.{sys.version_info[1]} has no {top} module any more: "
-            f"use {REMOVED_MODULES[top]})"
-            if top in REMOVED_MODULES
+            f"(Python {removed[0]}.{removed[1]} removed the {top} module: use {instead})"
+            if sys.version_info >= removed
             else "(is the package that provides it in requirements.txt?)"
         )
         raise AppError(

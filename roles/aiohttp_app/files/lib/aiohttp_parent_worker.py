@@ -48,7 +48,7 @@ class _NginxTransport:
     """request.transport on the unix socket: the transport, with nginx's
     loopback address as its peername."""
 
-    __slots__ = ("_transport",)
+    __slots__ = ("__weakref__", "_transport")
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -59,29 +59,63 @@ class _NginxTransport:
         return self._transport.get_extra_info(name, default)
 
     def __getattr__(self, name: str) -> object:
+        if name == "_transport":  # unset: a copy made without __init__
+            raise AttributeError(name)
         return getattr(self._transport, name)
 
 
+# Each request class, and the subclass that via_nginx gives its requests (a
+# subclass maps to itself).
 _via_nginx: dict[type, type] = {}
+_WRAPPED = "aiohttp_parent_transport"  # the key of the request's wrapper in its _cache
+
+
+def _nginx_subclass(cls: type) -> type:
+    real = cls.transport
+
+    def transport(self: web.BaseRequest) -> object:
+        found = real.__get__(self, type(self))
+        if found is None:
+            return None
+        cache = getattr(self, "_cache", None)
+        wrapped = cache.get(_WRAPPED) if isinstance(cache, dict) else None
+        if wrapped is None or wrapped._transport is not found:
+            wrapped = _NginxTransport(found)
+            if isinstance(cache, dict):
+                cache[_WRAPPED] = wrapped
+        return wrapped
+
+    attrs: dict[str, object] = {
+        "__slots__": (),
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "transport": property(transport),
+    }
+    if hasattr(cls, "get_extra_info"):  # aiohttp 3.14's shortcut to the transport's
+
+        def get_extra_info(self: web.BaseRequest, name: str, default: object = None) -> object:
+            if name == "peername":
+                return NGINX_PEERNAME
+            return cls.get_extra_info(self, name, default)  # type: ignore[attr-defined]
+
+        attrs["get_extra_info"] = get_extra_info
+    return type(cls.__name__, (cls,), attrs)
 
 
 def via_nginx(request: web.BaseRequest) -> None:
     """Give REQUEST (from nginx over the unix socket) the transport above: its
-    class becomes a subclass whose `transport` wraps the real one when read.
-    Nothing is made for a request that never reads it; aiohttp itself writes
-    through the protocol's transport."""
+    class becomes a subclass whose `transport` wraps the real one, once, when
+    it is first read; a request that never reads it makes none. aiohttp
+    writes responses through the protocol's own transport; FileResponse hands
+    this one to loop.sendfile, which uvloop does not implement, and then
+    writes the file itself, as before."""
     cls = type(request)
     if (sub := _via_nginx.get(cls)) is None:
-        real = cls.transport
-
-        def transport(self: web.BaseRequest) -> object:
-            found = real.__get__(self, type(self))
-            return None if found is None else _NginxTransport(found)
-
-        attrs = {"__slots__": (), "transport": property(transport)}
-        sub = _via_nginx[cls] = type(cls.__name__, (cls,), attrs)
-    # object's, not aiohttp's __setattr__, which warns of attributes it does not know.
-    object.__setattr__(request, "__class__", sub)
+        sub = _nginx_subclass(cls)
+        _via_nginx[cls] = _via_nginx[sub] = sub
+    if sub is not cls:
+        # object's, not aiohttp's __setattr__, which warns of attributes it does not know.
+        object.__setattr__(request, "__class__", sub)
 
 
 def forwarded_middleware(trusted: set[str]) -> Callable:

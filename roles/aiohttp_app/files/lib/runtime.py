@@ -1072,6 +1072,8 @@ def supervisor_env(s: Settings) -> dict[str, str]:
         "AIOHTTP_PARENT_STOPWAITSECS": str(s.stop_wait_seconds),
         "AIOHTTP_PARENT_APP_READY": str(APP_READY) if s.gunicorn else "",
         "AIOHTTP_PARENT_APP_BINDS": " ".join(s.child_app_binds),
+        # PORT for the app when nobody set it (run-gunicorn), not for every program.
+        "AIOHTTP_PARENT_PORT": str(s.port),
         # The checked values (an empty one is the default), for a seed-style
         # child's own tooling; serve's give-up watch reads Settings itself.
         "AIOHTTP_PARENT_CRASH_LIMIT": str(s.crash_limit),

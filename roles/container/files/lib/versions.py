@@ -53,9 +53,13 @@ def minimums() -> dict[str, str]:
 
 
 def release(version: str) -> tuple[int, ...]:
-    """The release numbers of a version: 20.1.0 -> (20, 1, 0); 21.2rc1 -> (21, 2)."""
+    """The release numbers of a version, without trailing zeros (21.2.0 is 21.2):
+    20.1.0 -> (20, 1); 21.2rc1 -> (21, 2)."""
     m = re.match(r"\d+(?:\.\d+)*", version)
-    return tuple(int(n) for n in m[0].split(".")) if m else ()
+    numbers = [int(n) for n in m[0].split(".")] if m else []
+    while numbers and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
 
 
 def report() -> int:
