@@ -32,24 +32,23 @@ def installed() -> dict[str, str]:
     return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
 
 
-def pins() -> dict[str, str]:
-    """name -> version for every `name==version` line of pins.txt."""
+def _lines(op: str) -> dict[str, str]:
+    """name -> version for every `name<op>version` line of pins.txt."""
     found: dict[str, str] = {}
     if PINS.is_file():
+        pattern = rf"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*{re.escape(op)}\s*(\S+)\s*"
         for line in PINS.read_text().splitlines():
-            if m := re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)\s*", line):
+            if m := re.fullmatch(pattern, line):
                 found[canonical(m[1])] = m[2]
     return found
+
+
+def pins() -> dict[str, str]:
+    return _lines("==")
 
 
 def minimums() -> dict[str, str]:
-    """name -> version for every `name>=version` line of pins.txt."""
-    found: dict[str, str] = {}
-    if PINS.is_file():
-        for line in PINS.read_text().splitlines():
-            if m := re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*(\S+)\s*", line):
-                found[canonical(m[1])] = m[2]
-    return found
+    return _lines(">=")
 
 
 def release(version: str) -> tuple[int, ...]:
