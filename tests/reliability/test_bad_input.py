@@ -31,7 +31,11 @@ BUILDS = {
     "no-requirements-but-a-poetry-lock": (
         {"pyproject.toml": '[tool.poetry]\nname = "shop"\n', "poetry.lock": "", "app.py": ""},
         {},
-        ["no requirements.txt in the build context", "poetry export -f requirements.txt"],
+        [
+            "no requirements.txt in the build context",
+            "poetry export -f requirements.txt",
+            "the parent does not read Poetry's",
+        ],
     ),
     "setup-with-windows-line-endings": (
         {
@@ -68,6 +72,18 @@ BUILDS = {
         },
         {},
         ["'pip install -r requirements.txt' failed", "hint: pip tried to compile a package"],
+    ),
+    "compiler-but-no-header": (
+        {
+            "requirements.txt": "./cext\n",
+            "bin/setup.sh": "apt-get update -qq && apt-get install -qq -y --no-install-recommends"
+            " gcc libc6-dev python3-dev >/dev/null\n",
+            "cext/setup.py": "from setuptools import Extension, setup\n"
+            "setup(name='cext', version='1', ext_modules=[Extension('cext', ['cext.c'])])\n",
+            "cext/cext.c": "#include <libpq-fe.h>\nint cext;\n",
+        },
+        {},
+        ["'pip install -r requirements.txt' failed", "hint: the compiler found no libpq-fe.h"],
     ),
     "conda-freeze": (
         {
