@@ -139,6 +139,26 @@ def test_factory_forms_serve(app_image, cleanup, module: str, text: str) -> None
     assert logs.count("aiohttp-parent: serving") == 1
 
 
+def test_session_made_at_import_works_in_every_worker(app_image, cleanup) -> None:
+    """asyncio.get_event_loop() at import, in the master: each worker imports the
+    app's modules again, so the session belongs to the loop that serves it."""
+    svc, statuses, logs = serve_from_start(app_image("forms"), {"APP_MODULE": "importloop"})
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+    bodies = {http.request(svc.http, "/").text for _ in range(10)}
+    assert bodies == {"the session got pong\n"}
+    assert logs.count("made an asyncio event loop (asyncio.get_event_loop() at import)") == 1
+
+
+@pytest.mark.parametrize("limit", ["", "32m"], ids=["nginx-default", "raised"])
+def test_app_taking_larger_bodies_than_nginx_is_warned(app_image, cleanup, limit) -> None:
+    env = {"APP_MODULE": "forms:uploads"} | ({"NGINX_CLIENT_MAX_BODY_SIZE": limit} if limit else {})
+    body, logs = served_text(app_image, "forms", env, cleanup)
+    assert body == "uploads\n"
+    warned = "but nginx answers 413 to any above NGINX_CLIENT_MAX_BODY_SIZE=10m: raise it to match"
+    assert logs.count(warned) == (0 if limit else 1), logs
+
+
 def test_serving_is_said_only_once_the_app_answers(app_image, cleanup) -> None:
     _, logs = served_text(app_image, "forms", {"APP_MODULE": "forms:create_app"}, cleanup)
     assert "aiohttp-parent: starting forms:create_app" in logs
@@ -167,8 +187,8 @@ def test_main_that_runs_the_app_serves_with_a_warning(app_image, cleanup) -> Non
 
 @pytest.mark.parametrize(
     ("module", "killed"),
-    [("forms:slow_shutdown", True), ("forms:create_app", False)],
-    ids=["on-shutdown-too-slow", "clean-stop"],
+    [("forms:slow_shutdown", True), ("forms:create_app", False), ("forms:own_sigterm", False)],
+    ids=["on-shutdown-too-slow", "clean-stop", "app-handles-sigterm"],
 )
 def test_stop_names_workers_killed_at_the_graceful_timeout(
     app_image, cleanup, module: str, killed: bool
@@ -185,15 +205,34 @@ def test_stop_names_workers_killed_at_the_graceful_timeout(
         r"warning: gunicorn killed worker\(s\) \d+ \(SIGKILL\): still running (\S+)", logs
     )
     assert said == (["GUNICORN_GRACEFUL_TIMEOUT=3"] if killed else []), logs
+    if module == "forms:own_sigterm":  # the app's handler ran, and so did the worker's stop
+        assert "the app saw SIGTERM" in logs, logs
+        assert "the app cleaned up" in logs, logs
+        assert logs.count("warning: the app's own SIGTERM handler") == 1, logs
 
 
-def test_own_gunicorn_config_is_said_to_be_unread(build_child, cleanup) -> None:
-    files = {**read_app("forms"), "gunicorn.conf.py": "workers = 4\n"}
+def test_other_images_gunicorn_files_are_said_to_be_unread(build_child, cleanup) -> None:
+    """gunicorn's own gunicorn.conf.py, and what a team moving from the
+    uvicorn-gunicorn images brings: gunicorn_conf.py, prestart.sh, MODULE_NAME."""
+    files = {
+        **read_app("forms"),
+        "gunicorn.conf.py": "workers = 4\n",
+        "gunicorn_conf.py": "workers = 4\n",
+        "prestart.sh": "#!/bin/sh\necho migrating\n",
+    }
     tag, _ = build_child(files, name="gunicornconf")
+    code, _, logs = fail(tag, {"MODULE_NAME": "forms", "VARIABLE_NAME": "app"})
+    assert code == 78, logs
+    assert (
+        "MODULE_NAME and VARIABLE_NAME are other images' settings: here, APP_MODULE=forms:app"
+        in logs
+    )
     svc, statuses, logs = serve_from_start(tag, {"APP_MODULE": "forms:app"})
     cleanup.append(svc.name)
     assert statuses[-1] == 200, logs
     assert logs.count("warning: /app/gunicorn.conf.py is not read") == 1, logs
+    assert logs.count("warning: /app/gunicorn_conf.py is not read") == 1, logs
+    assert logs.count("warning: /app/prestart.sh is not run") == 1, logs
 
 
 def test_app_parsing_argv_sees_its_own_arguments_only(app_image, cleanup) -> None:
@@ -308,13 +347,26 @@ def test_app_that_cannot_start_stops_the_container_saying_why_once(app_image, ca
     assert "HaltServer" not in logs, logs
 
 
+def test_gunicorn_flags_gunicorn_refuses_are_named_before_it_starts(app_image) -> None:
+    env = {"APP_MODULE": "forms:app", "GUNICORN_CMD_ARGS": "--workers 2 --no-preload"}
+    code, elapsed, logs = fail(app_image("forms"), env)
+    assert code == 78, logs
+    assert elapsed < FAILS_WITHIN, logs
+    assert (
+        "GUNICORN_CMD_ARGS='--workers 2 --no-preload' is not valid: "
+        "gunicorn: error: unrecognized arguments: --no-preload"
+    ) in logs
+
+
 def test_app_that_never_becomes_ready_stops_at_the_start_deadline(app_image) -> None:
     env = {"APP_MODULE": "forms:never_ready", "APP_START_TIMEOUT": "3"}
     code, elapsed, logs = fail(app_image("forms"), env)
     assert code == 1, logs
     assert 3 <= elapsed < 3 + FAILS_WITHIN, logs
     assert "did not start within 3 s (APP_START_TIMEOUT)" in logs
-    assert "no gunicorn worker has finished starting it" in logs
+    # The worker's report, which serve waits for: where the start waits.
+    assert "still waiting at /app/forms.py:" in logs, logs
+    assert "in never_ready: await asyncio.Event().wait()" in logs, logs
 
 
 def test_module_that_never_finishes_importing_stops_at_the_start_deadline(app_image) -> None:

@@ -40,6 +40,11 @@ NOT_SETTINGS = {
     "BUILD_CA_CERTIFICATES",  # a build arg ("Build arguments and environment")
     "HOME",  # the user's; serve replaces one it cannot write ("Non-root and locked down")
     "VIRTUAL_ENV",  # the image's ENV
+    # The uvicorn-gunicorn images' settings, read only to say what to set instead.
+    "GUNICORN_CONF",
+    "MODULE_NAME",
+    "PRE_START_PATH",
+    "VARIABLE_NAME",
 }
 
 

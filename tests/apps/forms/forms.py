@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import signal
 import sqlite3
 import sys
 
@@ -34,6 +35,14 @@ def make_app() -> web.Application:
 
 async def configured(name: str, loud: bool = False) -> web.Application:
     return _app(name.upper() if loud else name)
+
+
+def uploads() -> web.Application:
+    # Takes uploads of up to 32 MB: more than nginx's default.
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app["form"] = "uploads"
+    app.router.add_get("/", hello)
+    return app
 
 
 async def with_address() -> tuple[web.Application, str, int]:
@@ -96,6 +105,21 @@ async def slow_shutdown() -> web.Application:
 
     app = _app("slow to shut down")
     app.on_shutdown.append(flush_queue)
+    return app
+
+
+async def own_sigterm() -> web.Application:
+    # A handler of its own for docker stop's signal, set in on_startup.
+    async def handle_sigterm(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: print("the app saw SIGTERM", flush=True))
+
+    async def clean_up(app: web.Application) -> None:
+        print("the app cleaned up", flush=True)
+
+    app = _app("handles SIGTERM")
+    app.on_startup.append(handle_sigterm)
+    app.on_cleanup.append(clean_up)
     return app
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -158,13 +160,72 @@ def announce_ready() -> None:
     print(f"aiohttp-parent: serving {app_module()}", file=sys.stderr, flush=True)
 
 
+def _bytes(size: str) -> int:
+    """nginx's size syntax (512k, 10m, 1g) in bytes."""
+    unit = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(size[-1:].lower())
+    return int(size[:-1]) * unit if unit else int(size)
+
+
+def _warn_body_limit(app: web.Application) -> None:
+    """An app that accepts larger bodies than nginx (client_max_size above
+    NGINX_CLIENT_MAX_BODY_SIZE) gets nginx's 413 where it expects the upload."""
+    try:
+        settings = json.loads(runtime.RUNTIME_JSON.read_text())
+        nginx, limit = settings["nginx"], settings["client_max_body_size"]
+    except (OSError, ValueError, KeyError):
+        return
+    accepts = getattr(app, "_client_max_size", 0)
+    if nginx and 0 < _bytes(limit) < accepts:  # nginx's 0: no limit
+        aiohttp_parent_app.warn_once(
+            "body-limit",
+            f"the app accepts request bodies up to {accepts} bytes (client_max_size), but "
+            f"nginx answers 413 to any above NGINX_CLIENT_MAX_BODY_SIZE={limit}: raise it to match",
+        )
+
+
 def _install(app: web.Application, middleware: Callable) -> web.Application:
     app.middlewares.insert(0, middleware)
+    _warn_body_limit(app)
     return app
 
 
 class UVLoopWorker(GunicornUVLoopWebWorker):
     _serving: asyncio.Future[None] | None = None
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # An app's own handler for a stop signal (add_signal_handler(SIGTERM,
+        # ...) in on_startup, a published habit) would replace the worker's:
+        # the worker would serve on until gunicorn kills it, and on_cleanup
+        # would never run. The app's runs, then the worker's.
+        stops = {
+            signal.SIGTERM: self.handle_exit,
+            signal.SIGQUIT: self.handle_quit,
+            signal.SIGINT: self.handle_quit,
+        }
+        add = self.loop.add_signal_handler
+
+        def add_signal_handler(sig: int, callback: Callable[..., object], *args: object) -> None:
+            stop = stops.get(sig)
+            if stop is None or callback == stop:
+                return add(sig, callback, *args)
+            name = signal.Signals(sig).name
+            aiohttp_parent_app.warn_once(
+                f"signal-{name}",
+                f"the app's own {name} handler ({getattr(callback, '__qualname__', callback)}) "
+                "runs first, then the worker stops as usual: shutdown work belongs in "
+                "on_shutdown or on_cleanup",
+            )
+
+            def both(*given: object) -> None:
+                try:
+                    callback(*given)
+                finally:
+                    stop(sig, None)
+
+            return add(sig, both, *args)
+
+        self.loop.add_signal_handler = add_signal_handler
 
     def init_process(self) -> None:
         # Not aiohttp's: before 3.13.4 (a child may pin one) it asks uvloop's
@@ -223,12 +284,14 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
                 await asyncio.wait([running], timeout=self.cfg.graceful_timeout)
                 return None
             if loop.time() >= deadline:
+                where = aiohttp_parent_app.waiting_at(running)
                 running.cancel()
                 await asyncio.wait([running], timeout=self.cfg.graceful_timeout)
                 return self._boot_failed(
                     f"APP_MODULE={app_module()!r} did not start within {start_timeout():g} s "
                     "(APP_START_TIMEOUT): its factory or on_startup handlers are still "
-                    "waiting (for a database or service that does not answer? or does it "
+                    + (f"waiting at {where} " if where else "waiting ")
+                    + "(for a database or service that does not answer? or does it "
                     "run a server of its own? name the function that returns the app)"
                 )
             # Starting may await longer than gunicorn's timeout, which is

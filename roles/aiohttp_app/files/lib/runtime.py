@@ -271,15 +271,52 @@ class Text:
         return self.values
 
 
+# gunicorn's own parser, run by the venv's python (runtime.py may run on the
+# system's, which has no gunicorn): a flag it refuses stops every start.
+_GUNICORN_PARSE = """
+import sys
+try:
+    from gunicorn.config import Config
+except ImportError:  # no gunicorn here (the source tree's tests): nothing to say
+    sys.exit()
+parser = Config().parser()
+parser.prog = "gunicorn"
+parser.parse_args(sys.argv[1:])
+"""
+
+
+def _gunicorn_refuses(args: list[str]) -> str | None:
+    """What gunicorn says of these flags, if it refuses them."""
+    if "gunicorn" in sys.modules:  # in gunicorn's master, which parses them next itself
+        return None
+    python = Path(os.environ.get("VIRTUAL_ENV") or sys.prefix) / "bin/python"
+    try:
+        done = subprocess.run(
+            [str(python), "-c", _GUNICORN_PARSE, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[-1] if lines else f"gunicorn exits with status {done.returncode}"
+
+
 @dataclass(frozen=True)
 class CommandLine:
     """Arguments split as a shell would (gunicorn splits GUNICORN_CMD_ARGS so)."""
 
     def __call__(self, name: str, raw: str) -> str:
         try:
-            shlex.split(raw)
+            args = shlex.split(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from None
+        if args and (refused := _gunicorn_refuses(args)):
+            raise ConfigError(f"{name}={raw!r} is not valid: {refused}")
         return raw
 
     def describe(self) -> str:
@@ -757,10 +794,18 @@ class Settings:
         programs = child_programs() if require_app else {}
         own = tuple(own_app_programs(app_module, programs, seed_entrypoint))
         if require_app and not app_module and not own:
+            # The uvicorn-gunicorn images name the app in two variables.
+            module, variable = env.get("MODULE_NAME", ""), env.get("VARIABLE_NAME", "")
+            other = (
+                f" (MODULE_NAME and VARIABLE_NAME are other images' settings: here, "
+                f"APP_MODULE={module or 'main'}:{variable or 'app'})"
+                if module or variable
+                else ""
+            )
             raise ConfigError(
                 "APP_MODULE is not set: name your aiohttp application as module:attribute, "
                 "e.g. ENV APP_MODULE=myapp.main:app (an Application) or "
-                "myapp.main:create_app (an async factory returning one)"
+                f"myapp.main:create_app (an async factory returning one){other}"
             )
         values = parse_settings(env, cpus)
         timeout, read_timeout = values["GUNICORN_TIMEOUT"], values["NGINX_PROXY_READ_TIMEOUT"]
