@@ -155,8 +155,11 @@ def test_app_taking_larger_bodies_than_nginx_is_warned(app_image, cleanup, limit
     env = {"APP_MODULE": "forms:uploads"} | ({"NGINX_CLIENT_MAX_BODY_SIZE": limit} if limit else {})
     body, logs = served_text(app_image, "forms", env, cleanup)
     assert body == "uploads\n"
-    warned = "but nginx answers 413 to any above NGINX_CLIENT_MAX_BODY_SIZE=10m: raise it to match"
-    assert logs.count(warned) == (0 if limit else 1), logs
+    warned = (
+        "the app accepts request bodies up to 32 MiB (client_max_size), but nginx answers 413 "
+        "to any above NGINX_CLIENT_MAX_BODY_SIZE=10m: raise it to match"
+    )
+    assert logs.count(warned if not limit else "but nginx answers 413") == (0 if limit else 1), logs
 
 
 def test_serving_is_said_only_once_the_app_answers(app_image, cleanup) -> None:
@@ -358,15 +361,20 @@ def test_gunicorn_flags_gunicorn_refuses_are_named_before_it_starts(app_image) -
     ) in logs
 
 
-def test_app_that_never_becomes_ready_stops_at_the_start_deadline(app_image) -> None:
-    env = {"APP_MODULE": "forms:never_ready", "APP_START_TIMEOUT": "3"}
+@pytest.mark.parametrize(
+    ("module", "waits_in"), [("never_ready", "never_ready"), ("never_ready_ctx", "database")]
+)
+def test_app_that_never_becomes_ready_stops_at_the_start_deadline(
+    app_image, module, waits_in
+) -> None:
+    env = {"APP_MODULE": f"forms:{module}", "APP_START_TIMEOUT": "3"}
     code, elapsed, logs = fail(app_image("forms"), env)
     assert code == 1, logs
     assert 3 <= elapsed < 3 + FAILS_WITHIN, logs
-    assert "did not start within 3 s (APP_START_TIMEOUT)" in logs
+    assert logs.count("did not start within 3 s (APP_START_TIMEOUT)") == 1, logs
     # The worker's report, which serve waits for: where the start waits.
     assert "still waiting at /app/forms.py:" in logs, logs
-    assert "in never_ready: await asyncio.Event().wait()" in logs, logs
+    assert f"in {waits_in}: await asyncio.Event().wait()" in logs, logs
 
 
 def test_module_that_never_finishes_importing_stops_at_the_start_deadline(app_image) -> None:

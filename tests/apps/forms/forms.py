@@ -5,6 +5,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -97,6 +98,16 @@ async def on_startup_fails() -> web.Application:
 async def never_ready() -> web.Application:
     await asyncio.Event().wait()  # a service that never answers, without a timeout
     return _app("never")
+
+
+async def never_ready_ctx() -> web.Application:
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        await asyncio.Event().wait()  # the same, in a cleanup_ctx
+        yield
+
+    app = _app("never")
+    app.cleanup_ctx.append(database)
+    return app
 
 
 async def slow_shutdown() -> web.Application:

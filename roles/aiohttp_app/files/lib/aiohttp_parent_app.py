@@ -149,6 +149,10 @@ class Target:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+# Set when the master imported an app that made an event loop at import:
+# gunicorn.conf.py then leaves the import to each worker.
+NO_PRELOAD = "AIOHTTP_PARENT_NO_PRELOAD"
+
 # What APP_MODULE resolved to in this process: by the master (preload), or by
 # a DEV worker before gunicorn's reloader starts (so it watches the app's
 # files from the start); an error is raised when the worker builds the app.
@@ -462,43 +466,49 @@ async def build(target: Target) -> web.Application | web.AppRunner:
 
 
 def _current_loop() -> asyncio.AbstractEventLoop | None:
-    """The loop asyncio.get_event_loop() hands out here, without making one."""
+    """The loop asyncio.get_event_loop() hands out here, without making one
+    (the policy's, a private attribute: None where it is not there)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the policy API, from 3.14
-        local = getattr(asyncio.get_event_loop_policy(), "_local", None)
-    return getattr(local, "_loop", None)
+        policy = getattr(asyncio, "get_event_loop_policy", lambda: None)()
+    return getattr(getattr(policy, "_local", None), "_loop", None)
 
 
-def _is_app_file(path: str | None) -> bool:
-    """One of the app's own files: not the venv's, not Python's own."""
-    prefixes = {sys.prefix, sys.base_prefix}
-    return bool(path) and not any(os.path.abspath(path).startswith(p + os.sep) for p in prefixes)
+def _is_app_file(path: str) -> bool:
+    return path.startswith(runtime.contract.APP_DIR.rstrip("/") + "/")
 
 
 def _awaited_frames(coro: object) -> Iterator[Any]:
     """The frames of a suspended coroutine and of what it awaits, outermost
-    first; through async generators too (cleanup_ctx's `yield`)."""
+    first; through async generators too (cleanup_ctx's, which aiohttp wraps
+    in an asynccontextmanager)."""
     seen: set[int] = set()
     while coro is not None and id(coro) not in seen:
         seen.add(id(coro))
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
         frame = frame or getattr(coro, "gi_frame", None)
-        if frame is None:
+        if not inspect.isframe(frame):
             return
         yield frame
         awaited = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
         awaited = awaited or getattr(coro, "gi_yieldfrom", None)
         if awaited is not None and not hasattr(awaited, "cr_frame"):
-            # it.__anext__() hides its generator: the running one in this frame.
-            generators = [v for v in frame.f_locals.values() if inspect.isasyncgen(v)]
-            awaited = next((g for g in generators if g.ag_running), awaited)
+            # anext(gen) hides its generator: the running one this frame holds.
+            held = [*frame.f_locals.values()]
+            held += [getattr(v, "gen", None) for v in held]
+            generators = [g for g in held if inspect.isasyncgen(g) and g.ag_running]
+            awaited = generators[0] if generators else awaited
         coro = awaited
 
 
 def waiting_at(task: asyncio.Task[Any]) -> str:
     """Where a pending task waits: the innermost frame of the app's own code
-    (else the innermost), as `file:line in function: source`."""
-    frames = list(_awaited_frames(task.get_coro()))
+    (else the innermost), as `file:line in function: source`; empty if it
+    cannot tell."""
+    try:
+        frames = list(_awaited_frames(task.get_coro()))
+    except Exception:  # a best effort for a message: never the reason it fails
+        return ""
     mine = [f for f in frames if _is_app_file(f.f_code.co_filename)]
     if not (frames := mine or frames):
         return ""
@@ -508,40 +518,33 @@ def waiting_at(task: asyncio.Task[Any]) -> str:
     return f"{where}: {source}" if source else where
 
 
-# The app's modules as the master imported them, when a worker imports them
-# again (kept: collecting them would warn about their never-closed sessions).
-_master_modules: list[object] = []
-
-
 def preload(spec: str) -> None:
     """In gunicorn's master: import once before forking; exit with one clear
     message if that fails, so that no worker starts."""
     global _target
-    loop_before, modules_before = _current_loop(), set(sys.modules)
+    argv, loop_before = list(sys.argv), _current_loop()  # load() sets the app's argv
     try:
         _target = load(spec)
     except AppError as exc:
         report(str(exc), exc.__cause__)
         sys.exit(APP_LOAD_ERROR)
-    loop = _current_loop()
-    if loop_before is None and loop is not None:
+    if loop_before is None and _current_loop() is not None:
         # aiohttp 2's habit, asyncio.get_event_loop() at import: what the import
-        # bound to that loop (a ClientSession, a pool) fails in every worker,
-        # which runs its own ("Timeout context manager should be used inside a
-        # task"). Each worker imports the app's modules again, under its loop,
-        # as gunicorn without preload would.
-        for name in set(sys.modules) - modules_before:
-            if _is_app_file(getattr(sys.modules[name], "__file__", None)):
-                _master_modules.append(sys.modules.pop(name))
-        asyncio.set_event_loop(None)
-        _target = None
+        # bound to that loop (a ClientSession, a pool) would fail in every
+        # worker, which runs its own ("Timeout context manager should be used
+        # inside a task"). gunicorn starts again without preloading, as plain
+        # gunicorn does: each worker imports the app under its own loop.
         warn_once(
             "import-loop",
             f"importing APP_MODULE={spec!r} made an asyncio event loop "
-            "(asyncio.get_event_loop() at import), which no worker runs: each worker "
-            "imports the app's modules again, under its own loop. Create sessions and "
-            "pools in on_startup or cleanup_ctx, or in a factory, to import it once",
+            "(asyncio.get_event_loop() at import), which no worker would run: gunicorn "
+            "starts again without importing the app first, and each worker imports it "
+            "under its own loop. Create sessions and pools in on_startup or cleanup_ctx, "
+            "or in a factory, to have it imported once",
         )
+        os.environ[NO_PRELOAD] = "1"
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *argv])
 
 
 def prepare(spec: str) -> None:

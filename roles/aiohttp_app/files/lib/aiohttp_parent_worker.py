@@ -174,12 +174,14 @@ def _warn_body_limit(app: web.Application) -> None:
         nginx, limit = settings["nginx"], settings["client_max_body_size"]
     except (OSError, ValueError, KeyError):
         return
-    accepts = getattr(app, "_client_max_size", 0)
-    if nginx and 0 < _bytes(limit) < accepts:  # nginx's 0: no limit
+    nginx_takes = _bytes(limit)  # 0: any size
+    accepts = getattr(app, "_client_max_size", 1 << 20)  # 0: any size
+    if nginx and nginx_takes and (accepts == 0 or accepts > nginx_takes):
+        size = "of any size" if accepts == 0 else f"up to {accepts / (1 << 20):g} MiB"
         aiohttp_parent_app.warn_once(
             "body-limit",
-            f"the app accepts request bodies up to {accepts} bytes (client_max_size), but "
-            f"nginx answers 413 to any above NGINX_CLIENT_MAX_BODY_SIZE={limit}: raise it to match",
+            f"the app accepts request bodies {size} (client_max_size), but nginx answers "
+            f"413 to any above NGINX_CLIENT_MAX_BODY_SIZE={limit}: raise it to match",
         )
 
 
@@ -203,7 +205,8 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
             signal.SIGQUIT: self.handle_quit,
             signal.SIGINT: self.handle_quit,
         }
-        add = self.loop.add_signal_handler
+        loop = self.loop
+        add = loop.add_signal_handler
 
         def add_signal_handler(sig: int, callback: Callable[..., object], *args: object) -> None:
             stop = stops.get(sig)
@@ -216,16 +219,22 @@ class UVLoopWorker(GunicornUVLoopWebWorker):
                 "runs first, then the worker stops as usual: shutdown work belongs in "
                 "on_shutdown or on_cleanup",
             )
+            if callback == loop.stop:  # the worker's stop stops the loop, after on_cleanup
+                return add(sig, stop, sig, None)
 
             def both(*given: object) -> None:
                 try:
-                    callback(*given)
+                    # GracefulExit, run_app's way to stop, is what follows anyway.
+                    with contextlib.suppress(SystemExit, KeyboardInterrupt):
+                        callback(*given)
+                except Exception:
+                    self.log.exception("the app's %s handler failed", name)
                 finally:
                     stop(sig, None)
 
             return add(sig, both, *args)
 
-        self.loop.add_signal_handler = add_signal_handler
+        loop.add_signal_handler = add_signal_handler
 
     def init_process(self) -> None:
         # Not aiohttp's: before 3.13.4 (a child may pin one) it asks uvloop's

@@ -292,7 +292,7 @@ def _gunicorn_refuses(args: list[str]) -> str | None:
     python = Path(os.environ.get("VIRTUAL_ENV") or sys.prefix) / "bin/python"
     try:
         done = subprocess.run(
-            [str(python), "-c", _GUNICORN_PARSE, *args],
+            [str(python), "-I", "-c", _GUNICORN_PARSE, *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -300,10 +300,10 @@ def _gunicorn_refuses(args: list[str]) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if done.returncode == 0:
+    if done.returncode != 2:  # argparse's refusal; anything else is not the flags' doing
         return None
-    lines = (done.stderr or done.stdout).strip().splitlines()
-    return lines[-1] if lines else f"gunicorn exits with status {done.returncode}"
+    lines = done.stderr.strip().splitlines()
+    return lines[-1] if lines else "gunicorn refuses them"
 
 
 @dataclass(frozen=True)
