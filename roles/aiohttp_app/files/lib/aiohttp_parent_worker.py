@@ -160,12 +160,6 @@ def announce_ready() -> None:
     print(f"aiohttp-parent: serving {app_module()}", file=sys.stderr, flush=True)
 
 
-def _bytes(size: str) -> int:
-    """nginx's size syntax (512k, 10m, 1g) in bytes."""
-    unit = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(size[-1:].lower())
-    return int(size[:-1]) * unit if unit else int(size)
-
-
 def _warn_body_limit(app: web.Application) -> None:
     """An app that accepts larger bodies than nginx (client_max_size above
     NGINX_CLIENT_MAX_BODY_SIZE) gets nginx's 413 where it expects the upload."""
@@ -174,7 +168,7 @@ def _warn_body_limit(app: web.Application) -> None:
         nginx, limit = settings["nginx"], settings["client_max_body_size"]
     except (OSError, ValueError, KeyError):
         return
-    nginx_takes = _bytes(limit)  # 0: any size
+    nginx_takes = runtime.nginx_size(limit)  # 0: any size
     accepts = getattr(app, "_client_max_size", 1 << 20)  # 0: any size
     if nginx and nginx_takes and (accepts == 0 or accepts > nginx_takes):
         size = "of any size" if accepts == 0 else f"up to {accepts / (1 << 20):g} MiB"

@@ -271,6 +271,12 @@ class Text:
         return self.values
 
 
+def nginx_size(size: str) -> int:
+    """An nginx size (NGINX_CLIENT_MAX_BODY_SIZE's syntax: 512k, 10m, 1g) in bytes."""
+    unit = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(size[-1:].lower())
+    return int(size[:-1]) * unit if unit else int(size)
+
+
 # gunicorn's own parser, run by the venv's python (runtime.py may run on the
 # system's, which has no gunicorn): a flag it refuses stops every start.
 _GUNICORN_PARSE = """
