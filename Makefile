@@ -74,7 +74,7 @@ PACKER_VARS = \
 MOLECULE_SCENARIOS := ca_certificates python_venv aiohttp_nginx supervisord container sbom image
 MOLECULE_DISTROS := trixie bookworm
 
-.PHONY: help host tools lock base image audit push lint test test-half-pytest test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
+.PHONY: help host tools lock base image audit push lint test test-half-pytest test-half-molecule test-fleet test-reliability test-arm64 pytest molecule systemd-images bench clean
 
 help:
 	@echo "make image   build $(IMAGE_NAME):$(IMAGE_VERSION)$(ARCH_SUFFIX) (and :latest$(ARCH_SUFFIX)) on $(BASE_IMAGE)"
@@ -196,9 +196,11 @@ lint: tools
 	@$(PACKER_PLUGINS)
 	packer validate $(PACKER_VARS) .
 
-# The collection test provisions a systemd stand-in too.
+# The collection test provisions a systemd stand-in too. PYTEST_MARKERS: a
+# marker expression (-m), which make test uses to split the suite.
+PYTEST_MARKERS ?=
 pytest: base systemd-images
-	pytest
+	pytest $(if $(PYTEST_MARKERS),-m '$(PYTEST_MARKERS)')
 
 # The hostile suite alone (also part of `make pytest`); rewrites docs/reliability.rst.
 test-reliability: base
@@ -233,16 +235,21 @@ molecule: base systemd-images
 test-fleet: systemd-images
 	molecule test -s fleet
 
-# Two halves side by side, each in its own order (54 min on a fresh clone on 2
-# cores; 74 one after the other): pytest then the fleet, and the molecule
-# scenarios. Their containers, networks and images have distinct names. Each
-# half's output is printed whole when it ends (--output-sync), not interleaved.
+# Two halves side by side, each in its own order: pytest then the fleet, and
+# the molecule scenarios then the few tests marked beside_molecule (the
+# collection's and the bench's smoke run, Ansible-heavy too), which even out
+# the halves' times. Their containers, networks and images have distinct names.
+# Each half's output is printed whole when it ends (--output-sync).
 test: lint base systemd-images
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-half-pytest molecule
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-half-pytest test-half-molecule
 
 test-half-pytest:
-	@$(MAKE) --no-print-directory pytest
+	@$(MAKE) --no-print-directory pytest PYTEST_MARKERS='not beside_molecule'
 	@$(MAKE) --no-print-directory test-fleet
+
+test-half-molecule:
+	@$(MAKE) --no-print-directory molecule
+	@$(MAKE) --no-print-directory pytest PYTEST_MARKERS=beside_molecule
 
 # This image against bench/peer's classic Dockerfile (about 17 min); writes
 # bench/results/latest.{md,json,png}. Not part of `make test` (a smoke run is).

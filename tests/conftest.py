@@ -3,6 +3,7 @@ while its inputs are unchanged) and builders for child images."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import subprocess
@@ -30,18 +31,24 @@ def make_parent(version: str, keep_ca: bool, override: str) -> str:
     an existing image to use instead."""
     if tag := os.environ.get(override):
         return tag
-    subprocess.run(
-        [
-            "make",
-            "--no-print-directory",
-            "image",
-            f"IMAGE_VERSION={version}",
-            "TAG_LATEST=false",
-            f"CA_CERTIFICATES_KEEP={str(keep_ca).lower()}",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
+    # make test's two halves each run pytest: one builds, the other then finds
+    # the image up to date rather than building it again beside the first.
+    lock = ROOT / ".cache/parent-image.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                "image",
+                f"IMAGE_VERSION={version}",
+                "TAG_LATEST=false",
+                f"CA_CERTIFICATES_KEEP={str(keep_ca).lower()}",
+            ],
+            cwd=ROOT,
+            check=True,
+        )
     return f"aiohttp-parent:{version}"
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# About 4 minutes, an Ansible converge among them: make test runs it beside the
+# molecule scenarios.
+pytestmark = pytest.mark.beside_molecule
 
 # What a second converge of playbooks/image.yml over the built image changes,
 # and only because the build purged python3-apt (which a web service never

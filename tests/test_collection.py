@@ -18,6 +18,9 @@ import yaml
 
 from tests import docker
 
+# An Ansible run of several minutes: make test runs it beside the molecule scenarios.
+pytestmark = pytest.mark.beside_molecule
+
 ROOT = Path(__file__).resolve().parent.parent
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
 FQCN = f"{GALAXY['namespace']}.{GALAXY['name']}"
