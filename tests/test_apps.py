@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -160,6 +162,72 @@ def test_app_taking_larger_bodies_than_nginx_is_warned(app_image, cleanup, limit
         "to any above NGINX_CLIENT_MAX_BODY_SIZE=10m: raise it to match"
     )
     assert logs.count(warned if not limit else "but nginx answers 413") == (0 if limit else 1), logs
+
+
+def test_thread_started_at_import_runs_in_the_worker_that_serves(app_image, cleanup) -> None:
+    """Threads do not survive gunicorn's fork: a preloaded import's poller would
+    run in the master alone, and the worker would serve a count frozen at the fork."""
+    env = {"APP_MODULE": "importthread", "WEB_CONCURRENCY": "1"}
+    svc, statuses, logs = serve_from_start(app_image("forms"), env)
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+    first = int(http.request(svc.http, "/").text)
+    time.sleep(0.5)
+    assert int(http.request(svc.http, "/").text) > first
+    warned = "started thread(s) refresher, which would run in gunicorn's master alone"
+    assert logs.count(warned) == 1, logs
+
+
+def test_directory_changed_at_import_is_kept(app_image, cleanup) -> None:
+    body, _ = served_text(app_image, "forms", {"APP_MODULE": "elsewhere"}, cleanup)
+    assert body == "read from the directory the import chose\n"
+
+
+BODY_SIZE = 100_000
+
+
+def upload_begun(port: int) -> socket.socket:
+    """A POST /upload whose body has begun to arrive, and not ended."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = (
+        "POST /upload HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+        f"Content-Length: {BODY_SIZE}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b"x" * 1000)
+    return sock
+
+
+@pytest.mark.parametrize("buffering", ["on", "off"])
+def test_request_body_reaches_the_app_whole_or_as_it_arrives(
+    app_image, cleanup, buffering: str
+) -> None:
+    """README, "Request bodies": buffered by nginx (its default) or streamed;
+    either way nginx answers Expect: 100-continue itself."""
+    env = {
+        "APP_MODULE": "forms:streaming",
+        "WEB_CONCURRENCY": "1",
+        "NGINX_PROXY_REQUEST_BUFFERING": buffering,
+    }
+    svc, statuses, logs = serve_from_start(app_image("forms"), env)
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+
+    def seen() -> list[dict[str, str | None]]:
+        return json.loads(http.request(svc.http, "/seen").text)
+
+    with upload_begun(svc.http) as sock:
+        if buffering == "off":
+            assert docker.wait_for(seen, timeout=10), "the app never saw the upload begin"
+        else:
+            time.sleep(1)
+            assert seen() == [], "nginx passed the request on before its body was whole"
+        sock.sendall(b"x" * (BODY_SIZE - 1000))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert b" 200 OK\r\n" in answer, answer
+    assert answer.endswith(f"\r\n\r\n{BODY_SIZE}\n".encode()), answer
+    assert seen() == [{"expect": None}]
 
 
 def test_serving_is_said_only_once_the_app_answers(app_image, cleanup) -> None:

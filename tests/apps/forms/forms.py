@@ -46,6 +46,27 @@ def uploads() -> web.Application:
     return app
 
 
+def streaming() -> web.Application:
+    """Uploads read as they arrive; /seen tells which reached the handler, and
+    whether an Expect header came with them."""
+    seen: list[dict[str, object]] = []
+
+    async def upload(request: web.Request) -> web.Response:
+        seen.append({"expect": request.headers.get("Expect")})
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+        return web.Response(text=f"{size}\n")
+
+    async def seen_so_far(request: web.Request) -> web.Response:
+        return web.json_response(seen)
+
+    app = _app("streaming")
+    app.router.add_post("/upload", upload)
+    app.router.add_get("/seen", seen_so_far)
+    return app
+
+
 async def with_address() -> tuple[web.Application, str, int]:
     return _app("a tuple"), "0.0.0.0", 8080
 

@@ -30,6 +30,7 @@ import json
 import linecache
 import os
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -523,17 +524,20 @@ def preload(spec: str) -> None:
     message if that fails, so that no worker starts."""
     global _target
     argv, loop_before = list(sys.argv), _current_loop()  # load() sets the app's argv
+    threads_before = set(threading.enumerate())
     try:
         _target = load(spec)
     except AppError as exc:
         report(str(exc), exc.__cause__)
         sys.exit(APP_LOAD_ERROR)
+    # What the import made that a fork leaves behind: gunicorn starts again
+    # without preloading, as plain gunicorn does, and each worker imports
+    # the app itself.
     if loop_before is None and _current_loop() is not None:
         # aiohttp 2's habit, asyncio.get_event_loop() at import: what the import
         # bound to that loop (a ClientSession, a pool) would fail in every
         # worker, which runs its own ("Timeout context manager should be used
-        # inside a task"). gunicorn starts again without preloading, as plain
-        # gunicorn does: each worker imports the app under its own loop.
+        # inside a task").
         warn_once(
             "import-loop",
             f"importing APP_MODULE={spec!r} made an asyncio event loop "
@@ -542,9 +546,25 @@ def preload(spec: str) -> None:
             "under its own loop. Create sessions and pools in on_startup or cleanup_ctx, "
             "or in a factory, to have it imported once",
         )
-        os.environ[NO_PRELOAD] = "1"
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, *argv])
+    elif started := sorted(
+        t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()
+    ):
+        # A poller, a scheduler (APScheduler), a metrics server: threads do not
+        # survive fork(), so they would run in the master alone, and no worker
+        # would see what they do.
+        warn_once(
+            "import-threads",
+            f"importing APP_MODULE={spec!r} started thread(s) {', '.join(started)}, which "
+            "would run in gunicorn's master alone (threads do not survive its fork): gunicorn "
+            "starts again without importing the app first, and each worker imports it and "
+            "starts its own. Start them in on_startup or cleanup_ctx, or in a factory, to "
+            "have the app imported once",
+        )
+    else:
+        return
+    os.environ[NO_PRELOAD] = "1"
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *argv])
 
 
 def prepare(spec: str) -> None:

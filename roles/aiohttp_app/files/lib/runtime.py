@@ -526,6 +526,14 @@ SETTINGS: tuple[Setting, ...] = (
         field="proxy_send_timeout",
     ),
     Setting(
+        "NGINX_PROXY_REQUEST_BUFFERING",
+        Choice(("on", "off")),
+        "on",
+        "``on``: nginx reads each request body whole before the app sees the request; "
+        "``off``: the app reads it as it arrives (see `Request bodies`_).",
+        field="proxy_request_buffering",
+    ),
+    Setting(
         "NGINX_ACCESS_LOG_FORMAT",
         Choice(ACCESS_LOG_FORMATS),
         "combined",
@@ -760,6 +768,7 @@ class Settings:
     proxy_connect_timeout: int
     proxy_read_timeout: int
     proxy_send_timeout: int
+    proxy_request_buffering: str
     static_url: str
     static_root: str
     static_expires: str
