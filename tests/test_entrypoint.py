@@ -16,6 +16,7 @@ from tests.service import RUN_DIR, served
 ROOT = Path(__file__).resolve().parent.parent
 PINS = yaml.safe_load((ROOT / "roles/python_venv/defaults/main.yml").read_text())
 
+GETUSER = "import getpass; print(getpass.getuser())"
 AWKWARD = ["two words", "it's", 'say "hi"', "$HOME", "*", "", "new\nline", "--flag=a b", "ünï"]
 PRINT_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
 
@@ -83,6 +84,17 @@ def test_commands_get_a_home_they_can_write(child: str) -> None:
     assert out.stdout.strip() == f"{RUN_DIR}/home"
     out = docker.run(child, "sh", "-c", 'echo "$HOME"', opts=["--user", "0"], check=True)
     assert out.stdout.strip() == "/root"
+
+
+@pytest.mark.parametrize(
+    ("user", "name"), [("", "app"), ("12345:0", "app"), ("0", "root")], ids=["app", "any", "root"]
+)
+def test_commands_know_their_user_s_name(child: str, user: str, name: str) -> None:
+    # An arbitrary --user has no passwd entry: getpass.getuser() (asyncpg's
+    # default database user) would fail.
+    opts = [f"--user={user}"] if user else []
+    out = docker.run(child, "python", "-c", GETUSER, opts=opts, check=True)
+    assert out.stdout.strip() == name
 
 
 def test_invalid_dev_at_run_time_is_refused(child: str) -> None:

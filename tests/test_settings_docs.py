@@ -39,6 +39,8 @@ NOT_SETTINGS = {
     "AIOHTTP_PARENT_VARIANT",  # the image's ENV (Packer): onbuild or base, for `serve`
     "BUILD_CA_CERTIFICATES",  # a build arg ("Build arguments and environment")
     "HOME",  # the user's; serve replaces one it cannot write ("Non-root and locked down")
+    "LOGNAME",  # the user's; the entrypoint sets USER and it for a user with no name (same)
+    "USER",
     "VIRTUAL_ENV",  # the image's ENV
     # The uvicorn-gunicorn images' settings, read only to say what to set instead.
     "GUNICORN_CONF",

@@ -50,6 +50,17 @@ BUILDS = {
         {},
         ["requirements.txt installed gunicorn 20.1.0: the image needs gunicorn 21.2 or later"],
     ),
+    # Installs (its C build falls back to pure Python) and imports cgi, which
+    # Python 3.13 removed: refused at build time, not at each start.
+    "aiohttp-older-than-python": (
+        {"requirements.txt": "aiohttp==3.7.4\n"},
+        {},
+        [
+            "requirements.txt installed aiohttp 3.7.4, which cannot be imported on Python 3.",
+            "ModuleNotFoundError: No module named 'cgi'",
+            "pin a release that supports Python 3.",
+        ],
+    ),
     "cleanup-removes-a-library": (
         {
             **REQS,
@@ -84,6 +95,31 @@ BUILDS = {
         },
         {},
         ["'pip install -r requirements.txt' failed", "hint: the compiler found no libpq-fe.h"],
+    ),
+    # C that an old Cython wrote, which a newer Python's headers refuse.
+    "c-sources-older-than-python": (
+        {
+            "requirements.txt": "./cext\n",
+            "bin/setup.sh": "apt-get update -qq && apt-get install -qq -y --no-install-recommends"
+            " gcc libc6-dev python3-dev >/dev/null\n",
+            "cext/setup.py": "from setuptools import Extension, setup\n"
+            "setup(name='cext', version='1', ext_modules=[Extension('cext', ['cext.c'])])\n",
+            "cext/cext.c": "#include <Python.h>\n"
+            "long first(PyLongObject *n) { return n->ob_digit[0]; }\n",
+        },
+        {},
+        [
+            "'pip install -r requirements.txt' failed",
+            "hint: the compiler failed on a package's C sources",
+        ],
+    ),
+    "database-client-library": (
+        {"requirements.txt": "psycopg2==2.9.10\n"},
+        {},
+        [
+            "'pip install -r requirements.txt' failed",
+            "hint: the package builds against a database client library, and pg_config is its -dev",
+        ],
     ),
     "conda-freeze": (
         {

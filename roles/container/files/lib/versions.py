@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -75,6 +76,46 @@ def report() -> int:
     return 0
 
 
+# Imports each module named on its command line, in a Python of its own (a
+# broken C extension may crash it), isolated from the app dir: the failures.
+_IMPORT = """
+import importlib, json, sys
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(failed))
+"""
+
+
+def unimportable(names: list[str]) -> dict[str, str]:
+    """Of these distributions, those whose top-level modules fail to import
+    here, with the first error of each."""
+    modules = {
+        module: canonical(dist)
+        for module, dists in metadata.packages_distributions().items()
+        for dist in dists
+        if canonical(dist) in names and module.isidentifier() and not module.startswith("_")
+    }
+    if not modules:
+        return {}
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _IMPORT, *sorted(modules)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        crash = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return dict.fromkeys(names, f"importing it crashed Python ({crash})")
+    failed: dict[str, str] = {}
+    for module, error in json.loads(done.stdout).items():
+        failed.setdefault(modules[module], error)
+    return failed
+
+
 def changes(snapshot: Path, what: str) -> int:
     before: dict[str, str] = json.loads(snapshot.read_text())
     now, pinned = installed(), pins()
@@ -96,7 +137,18 @@ def changes(snapshot: Path, what: str) -> int:
     ]
     for why in too_old:
         print(f"{PREFIX} error: {what} installed {why}; pin a newer release", file=sys.stderr)
-    return 1 if too_old else 0
+    # A release older than this Python (aiohttp 3.7 imports cgi, gone in 3.13)
+    # installs fine and fails only at the first start: said now, and named.
+    replaced = sorted(name for name, old in before.items() if now.get(name, old) != old)
+    broken = unimportable(replaced) if replaced else {}
+    python = f"Python {platform.python_version()}"
+    for name, error in sorted(broken.items()):
+        print(
+            f"{PREFIX} error: {what} installed {name} {now[name]}, which cannot be imported "
+            f"on {python}: {error}; pin a release that supports {python}",
+            file=sys.stderr,
+        )
+    return 1 if too_old or broken else 0
 
 
 def main(argv: list[str]) -> int:
