@@ -230,6 +230,28 @@ def test_request_body_reaches_the_app_whole_or_as_it_arrives(
     assert seen() == [{"expect": None}]
 
 
+@pytest.mark.parametrize("raised", [False, True], ids=["nginx-default", "conf-d-raises-it"])
+def test_header_limit_is_nginx_s_until_a_conf_d_file_raises_it(
+    build_child, cleanup, raised: bool
+) -> None:
+    """README, "Request bodies": nginx's 8 KiB header line, whatever the app allows."""
+    conf = "large_client_header_buffers 4 32k;\n"
+    files = {**read_app("forms")}
+    if raised:
+        files["container/files/etc/nginx/conf.d/headers.conf"] = conf
+    tag, _ = build_child(files, name="app-forms-headers")
+    svc, statuses, logs = serve_from_start(tag, {"APP_MODULE": "forms:big_headers"})
+    cleanup.append(svc.name)
+    assert_clean_start(statuses, logs)
+    cookie = "session=" + "a" * 16000
+    answer = http.request(svc.http, "/cookie", headers={"Cookie": cookie})
+    if raised:
+        assert (answer.status, answer.text) == (200, f"{len(cookie)}\n")
+    else:
+        assert answer.status == 400
+        assert "Request Header Or Cookie Too Large" in answer.text
+
+
 def test_serving_is_said_only_once_the_app_answers(app_image, cleanup) -> None:
     _, logs = served_text(app_image, "forms", {"APP_MODULE": "forms:create_app"}, cleanup)
     assert "aiohttp-parent: starting forms:create_app" in logs
@@ -418,14 +440,69 @@ def test_app_that_cannot_start_stops_the_container_saying_why_once(app_image, ca
     assert "HaltServer" not in logs, logs
 
 
-def test_gunicorn_flags_gunicorn_refuses_are_named_before_it_starts(app_image) -> None:
-    env = {"APP_MODULE": "forms:app", "GUNICORN_CMD_ARGS": "--workers 2 --no-preload"}
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("--workers 2 --no-preload", "gunicorn: error: unrecognized arguments: --no-preload"),
+        # Another worker never says the app is ready: it would wait for APP_START_TIMEOUT.
+        (
+            "--worker-class aiohttp.GunicornWebWorker",
+            "it sets the worker class (aiohttp.GunicornWebWorker), and the image's own worker",
+        ),
+        # nginx's upstream socket would stay empty: a 502 for every request.
+        (
+            "--bind 0.0.0.0:8000",
+            "it sets where gunicorn listens (0.0.0.0:8000), and nginx passes requests",
+        ),
+    ],
+    ids=["unknown-flag", "worker-class", "bind"],
+)
+def test_gunicorn_flags_gunicorn_refuses_are_named_before_it_starts(
+    app_image, args: str, message: str
+) -> None:
+    env = {"APP_MODULE": "forms:app", "GUNICORN_CMD_ARGS": args}
     code, elapsed, logs = fail(app_image("forms"), env)
     assert code == 78, logs
     assert elapsed < FAILS_WITHIN, logs
+    assert f"GUNICORN_CMD_ARGS={args!r} is not valid: {message}" in logs
+
+
+def test_debugtoolbar_is_refused_in_production_and_warned_of_in_development(
+    app_image, cleanup
+) -> None:
+    """Its host check sees nginx's 127.0.0.1 for every client: its console
+    (any Python) would be open to all."""
+    env = {"APP_MODULE": "toolbar:create_app"}
+    code, elapsed, logs = fail(app_image("toolbar"), env)
+    assert code == 1, logs
+    assert elapsed < FAILS_WITHIN, logs
+    refused = "sets up aiohttp_debugtoolbar, whose console runs any Python a client sends"
+    assert logs.count(refused) == 1, logs
+    assert "set it up only in development (DEV=1)" in logs
+    body, logs = served_text(app_image, "toolbar", env | {"DEV": "1"}, cleanup)
+    assert "toolbar" in body
+    assert logs.count("publish this port on 127.0.0.1 alone") == 1, logs
+
+
+def test_quotes_an_env_file_kept_are_named(app_image) -> None:
+    # docker run --env-file keeps them; docker compose's .env would not.
+    code, elapsed, logs = fail(app_image("forms"), {"APP_MODULE": '"forms:app"'})
+    assert code == 78, logs
+    assert elapsed < FAILS_WITHIN, logs
     assert (
-        "GUNICORN_CMD_ARGS='--workers 2 --no-preload' is not valid: "
-        "gunicorn: error: unrecognized arguments: --no-preload"
+        "(the quotes are part of the value: docker run --env-file keeps them; "
+        "write APP_MODULE=forms:app)"
+    ) in logs
+
+
+def test_procfile_names_the_app_module_to_set(build_child) -> None:
+    procfile = "web: gunicorn forms:create_app --bind 0.0.0.0:$PORT -k aiohttp.GunicornWebWorker\n"
+    tag, _ = build_child({**read_app("forms"), "Procfile": procfile}, name="app-forms-procfile")
+    code, elapsed, logs = fail(tag, {})
+    assert code == 78, logs
+    assert elapsed < FAILS_WITHIN, logs
+    assert (
+        "(/app/Procfile's web process serves forms:create_app: here, APP_MODULE=forms:create_app)"
     ) in logs
 
 

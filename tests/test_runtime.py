@@ -79,6 +79,9 @@ def test_workers_default_to_cpus_and_dev_uses_one() -> None:
         ({"AIOHTTP_PARENT_CRASH_LIMIT": "0"}, "AIOHTTP_PARENT_CRASH_LIMIT=0 is out of range"),
         ({"AIOHTTP_PARENT_CRASH_WINDOW": "1m"}, "AIOHTTP_PARENT_CRASH_WINDOW='1m' is not a whole"),
         ({"GUNICORN_CMD_ARGS": "--name 'x"}, "GUNICORN_CMD_ARGS=.* is not valid: No closing quot"),
+        ({"FORWARDED_ALLOW_IPS": "lb.internal"}, "'lb.internal' does not appear to be an IPv4"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.1/8"}, "10.0.0.1/8 has host bits set"),
+        ({"WEB_CONCURRENCY": '"2"'}, "the quotes are part of the value: .* WEB_CONCURRENCY=2"),
     ],
 )
 def test_invalid_settings_name_the_variable(env, message) -> None:
@@ -213,3 +216,41 @@ def test_program_user_is_fine_when_supervisord_can_honour_it(
 ) -> None:
     # As root it may switch; as that uid it need not; an unknown name is supervisord's to name.
     assert runtime.foreign_program_users(programs(tmp_path, user), uid=uid) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "spec"),
+    [
+        (
+            "gunicorn main:create_app --bind 0.0.0.0:$PORT -k aiohttp.GunicornWebWorker",
+            "main:create_app",
+        ),
+        ("gunicorn --bind=0.0.0.0:$PORT 'server:make_app()'", "server:make_app"),
+        ("python -m aiohttp.web -H 0.0.0.0 -P $PORT app.main:init_func", "app.main:init_func"),
+        ("python app.py", ""),
+    ],
+)
+def test_procfile_web_process_names_the_app(tmp_path: Path, command: str, spec: str) -> None:
+    procfile = tmp_path / "Procfile"
+    procfile.write_text(f"release: python migrate.py db:upgrade\nweb: {command}\n")
+    assert runtime.procfile_app(procfile) == spec
+
+
+def test_missing_procfile_names_nothing(tmp_path: Path) -> None:
+    assert runtime.procfile_app(tmp_path / "Procfile") == ""
+
+
+@pytest.mark.parametrize(
+    ("addresses", "networks"),
+    [
+        ("127.0.0.1,::1", ["127.0.0.1/32", "::1/128"]),
+        ("10.0.0.0/8, 192.0.2.7", ["10.0.0.0/8", "192.0.2.7/32"]),
+        ("*", ["0.0.0.0/0", "::/0"]),
+    ],
+)
+def test_nginx_trusts_the_peers_forwarded_allow_ips_names(addresses: str, networks) -> None:
+    settings = runtime.Settings.from_env({**APP, "FORWARDED_ALLOW_IPS": addresses}, cpus=1)
+    http_conf = runtime.render_http(settings)
+    for network in networks:
+        assert f"set_real_ip_from {network};" in http_conf
+        assert f"    {network} 1;" in http_conf

@@ -132,7 +132,12 @@ def test_nginx_workers_follow_the_cpu_limit(example_image: str) -> None:
 def test_crash_looping_program_stops_the_container(build_child) -> None:
     # Starts fine (past supervisord's startsecs), then the master dies: a crash
     # loop. (Not 3 or 4: gunicorn's own "the app cannot start" statuses.)
-    crashy = "import os, threading\nfrom aiohttp import web\napp = web.Application()\nthreading.Timer(1.5, os._exit, (7,)).start()\n"
+    # The master alone: fork() does not pass an alarm on (a thread started at
+    # import would make gunicorn import the app in each worker instead).
+    crashy = (
+        "import os, signal\nfrom aiohttp import web\napp = web.Application()\n"
+        "signal.signal(signal.SIGALRM, lambda *_: os._exit(7))\nsignal.alarm(2)\n"
+    )
     tag, _ = build_child({"requirements.txt": "", "crashy.py": crashy}, name="crashloop")
     with docker.container(tag, "serve", opts=["--env=APP_MODULE=crashy:app"]) as name:
         assert docker.wait_exit(name, timeout=60) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import ssl
 from pathlib import Path
@@ -144,6 +145,32 @@ def test_api_only_spoofed_forwarded_for_is_not_trusted(example_image: str) -> No
             http.request(svc.http, "/whoami", headers={"X-Forwarded-For": "203.0.113.9"}).body
         )
         assert seen["remote"] != "203.0.113.9"
+
+
+LOAD_BALANCER = {
+    "X-Forwarded-For": "203.0.113.7",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "shop.example.com",
+}
+
+
+def whoami_behind_a_balancer(svc) -> tuple[str, str, str]:
+    seen = json.loads(http.request(svc.http, "/whoami", headers=LOAD_BALANCER).body)
+    return seen["remote"], seen["scheme"], seen["host"]
+
+
+def test_load_balancer_named_in_forwarded_allow_ips_is_believed(example_image: str) -> None:
+    """README, "Behind a load balancer": an ingress's X-Forwarded-* reach the
+    app from the peers FORWARDED_ALLOW_IPS names (a network here), through
+    nginx and without it; from any other peer, nginx's own."""
+    with served(example_image) as svc:
+        peer = json.loads(http.request(svc.http, "/whoami").body)["remote"]
+        assert whoami_behind_a_balancer(svc) == (peer, "http", f"127.0.0.1:{svc.http}")
+    network = str(ipaddress.ip_network(f"{peer}/16", strict=False))
+    for api_only in ("0", "1"):
+        env = {"FORWARDED_ALLOW_IPS": network, "API_ONLY": api_only}
+        with served(example_image, env=env) as svc:
+            assert whoami_behind_a_balancer(svc) == ("203.0.113.7", "https", "shop.example.com")
 
 
 def access_lines(name: str, marker: str) -> list[str]:

@@ -67,6 +67,19 @@ def streaming() -> web.Application:
     return app
 
 
+def big_headers() -> web.Application:
+    """Large cookies (SSO tokens): aiohttp's header limits raised to 64 KiB."""
+
+    async def cookie(request: web.Request) -> web.Response:
+        return web.Response(text=f"{len(request.headers.get('Cookie', ''))}\n")
+
+    app = web.Application(handler_args={"max_field_size": 65536, "max_line_size": 65536})
+    app.router.add_get("/", hello)
+    app.router.add_get("/cookie", cookie)
+    app["form"] = "big headers"
+    return app
+
+
 async def with_address() -> tuple[web.Application, str, int]:
     return _app("a tuple"), "0.0.0.0", 8080
 

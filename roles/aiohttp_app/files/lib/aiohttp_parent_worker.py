@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -109,11 +110,21 @@ def peername_via_nginx() -> None:
 
 def forwarded_middleware(trusted: set[str]) -> Callable:
     trust_all = "*" in trusted
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted if t != "*"]
+
+    def trusts(peer: str) -> bool:
+        """nginx's socket (no address), or FORWARDED_ALLOW_IPS (API-only mode)."""
+        if peer == "" or trust_all or peer in trusted:
+            return True
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
 
     @web.middleware
     async def apply_forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-        peer = request.remote or ""  # "" on a unix socket
-        if peer == "" or trust_all or peer in trusted:
+        if trusts(request.remote or ""):  # "" on a unix socket
             changes: dict[str, str] = {}
             if xff := request.headers.get("X-Forwarded-For"):
                 # nginx appends the address it saw; anything before it came from the client.
@@ -179,7 +190,34 @@ def _warn_body_limit(app: web.Application) -> None:
         )
 
 
+def _check_debugtoolbar(app: web.Application) -> None:
+    """aiohttp_debugtoolbar lets in the clients whose peername is one of its
+    hosts (127.0.0.1): behind nginx, every client. Its console runs any Python
+    a client sends."""
+    if "debugtoolbar.main" not in app.router.named_resources():
+        return
+    try:
+        dev = json.loads(runtime.RUNTIME_JSON.read_text())["dev"]
+    except (OSError, ValueError, KeyError):
+        dev = False
+    risk = (
+        "aiohttp_debugtoolbar, whose console runs any Python a client sends, and behind nginx "
+        "every client passes its host check (each is 127.0.0.1 to it)"
+    )
+    if not dev:
+        raise aiohttp_parent_app.AppError(
+            f"APP_MODULE={app_module()!r} sets up {risk}: set it up only in development "
+            "(DEV=1), and publish that port on 127.0.0.1 alone"
+        )
+    aiohttp_parent_app.warn_once(
+        "debugtoolbar",
+        f"the app sets up {risk}: publish this port on 127.0.0.1 alone "
+        "(docker run -p 127.0.0.1:8080:80)",
+    )
+
+
 def _install(app: web.Application, middleware: Callable) -> web.Application:
+    _check_debugtoolbar(app)
     app.middlewares.insert(0, middleware)
     _warn_body_limit(app)
     return app

@@ -15,6 +15,7 @@ import configparser
 import contextlib
 import errno
 import importlib.util
+import ipaddress
 import json
 import math
 import os
@@ -280,6 +281,7 @@ def nginx_size(size: str) -> int:
 # gunicorn's own parser, run by the venv's python (runtime.py may run on the
 # system's, which has no gunicorn): a flag it refuses stops every start.
 _GUNICORN_PARSE = """
+import json
 import sys
 try:
     from gunicorn.config import Config
@@ -287,12 +289,14 @@ except ImportError:  # no gunicorn here (the source tree's tests): nothing to sa
     sys.exit()
 parser = Config().parser()
 parser.prog = "gunicorn"
-parser.parse_args(sys.argv[1:])
+args = parser.parse_args(sys.argv[1:])
+print(json.dumps({"worker_class": args.worker_class, "bind": args.bind}))
 """
 
 
 def _gunicorn_refuses(args: list[str]) -> str | None:
-    """What gunicorn says of these flags, if it refuses them."""
+    """Why these flags cannot serve: gunicorn refuses them, or they set what
+    the image sets itself."""
     if "gunicorn" in sys.modules:  # in gunicorn's master, which parses them next itself
         return None
     python = Path(os.environ.get("VIRTUAL_ENV") or sys.prefix) / "bin/python"
@@ -305,6 +309,28 @@ def _gunicorn_refuses(args: list[str]) -> str | None:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode == 0:
+        # What the image itself must set. Another worker class would serve but
+        # never say it is ready (nor trust X-Forwarded-* from nginx alone): a
+        # start that fails at APP_START_TIMEOUT, blaming the app. Another bind
+        # leaves nginx's upstream socket empty: a 502 for every request.
+        try:
+            parsed = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):  # gunicorn not there (the source tree's tests)
+            return None
+        if worker := parsed.get("worker_class"):
+            return (
+                f"it sets the worker class ({worker}), and the image's own worker "
+                "(aiohttp's uvloop worker, which says when the app is ready) is the one that "
+                "can serve here: leave --worker-class out"
+            )
+        if bind := parsed.get("bind"):
+            return (
+                f"it sets where gunicorn listens ({', '.join(bind)}), and nginx passes requests "
+                "to gunicorn's own socket: leave --bind out, and set PORT to move the port "
+                "served (API_ONLY=1: gunicorn serves PORT itself)"
+            )
         return None
     if done.returncode != 2:  # argparse's refusal; anything else is not the flags' doing
         return None
@@ -330,6 +356,26 @@ class CommandLine:
 
 
 @dataclass(frozen=True)
+class Addresses:
+    """Addresses and networks, comma-separated, or *."""
+
+    def __call__(self, name: str, raw: str) -> str:
+        for address in (a.strip() for a in raw.split(",")):
+            try:
+                if address != "*":
+                    ipaddress.ip_network(address)  # strict, as gunicorn checks it
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{name}={raw!r} is not valid: {exc} (an address, or a network such as "
+                    "10.0.0.0/8; separated by commas, or * for every peer)"
+                ) from None
+        return raw
+
+    def describe(self) -> str:
+        return "addresses or networks, comma-separated, or ``*``"
+
+
+@dataclass(frozen=True)
 class Setting:
     name: str
     parse: Parser
@@ -346,7 +392,17 @@ class Setting:
     def value(self, env: Mapping[str, str], earlier: Mapping[str, Any], cpus: int) -> Any:
         raw = str(env.get(self.name, "")).strip()
         if raw:
-            return self.parse(self.name, raw)
+            try:
+                return self.parse(self.name, raw)
+            except ConfigError as exc:
+                # docker run --env-file keeps quotes that docker compose's
+                # .env and a shell would remove.
+                if len(raw) > 1 and raw[0] == raw[-1] and raw[0] in "\"'":
+                    raise ConfigError(
+                        f"{exc} (the quotes are part of the value: docker run --env-file "
+                        f"keeps them; write {self.name}={raw[1:-1]})"
+                    ) from None
+                raise
         return self.default(earlier, cpus) if callable(self.default) else self.default
 
     def default_text(self) -> str:
@@ -474,9 +530,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "FORWARDED_ALLOW_IPS",
-        Text("addresses, comma-separated, or ``*``"),
+        Addresses(),
         "127.0.0.1,::1",
-        "Peers (besides nginx) trusted for ``X-Forwarded-*``; ``*`` trusts all.",
+        "Peers trusted for ``X-Forwarded-*``: a load balancer in front (see "
+        "`Behind a load balancer`_); ``*`` trusts all.",
         field="forwarded_allow_ips",
     ),
     Setting(
@@ -628,6 +685,29 @@ SETTINGS: tuple[Setting, ...] = (
         default_doc="(empty: follows DEV)",
     ),
 )
+
+
+def procfile_app(path: Path) -> str:
+    """The module:attribute a Heroku-style Procfile's web process serves
+    (gunicorn's, or python -m aiohttp.web's argument), or ""."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    for line in lines:
+        process, _, command = line.partition(":")
+        if process.strip() == "web":
+            specs = re.findall(r"(?<![\w.:/$-])([A-Za-z_][\w.]*:[A-Za-z_]\w*)(?![\w:/])", command)
+            return specs[0] if specs else ""
+    return ""
+
+
+def trusted_networks(addresses: str) -> list[str]:
+    """FORWARDED_ALLOW_IPS as networks nginx reads ("*": every address)."""
+    listed = [a.strip() for a in addresses.split(",") if a.strip()]
+    if "*" in listed:
+        return ["0.0.0.0/0", "::/0"]
+    return [str(ipaddress.ip_network(a, strict=False)) for a in listed]
 
 
 def parse_settings(env: Mapping[str, str], cpus: int) -> dict[str, Any]:
@@ -811,12 +891,16 @@ class Settings:
         if require_app and not app_module and not own:
             # The uvicorn-gunicorn images name the app in two variables.
             module, variable = env.get("MODULE_NAME", ""), env.get("VARIABLE_NAME", "")
-            other = (
-                f" (MODULE_NAME and VARIABLE_NAME are other images' settings: here, "
-                f"APP_MODULE={module or 'main'}:{variable or 'app'})"
-                if module or variable
-                else ""
-            )
+            procfile = Path(contract.APP_DIR) / "Procfile"
+            if module or variable:
+                other = (
+                    f" (MODULE_NAME and VARIABLE_NAME are other images' settings: here, "
+                    f"APP_MODULE={module or 'main'}:{variable or 'app'})"
+                )
+            elif spec := procfile_app(procfile):  # Heroku's habit
+                other = f" ({procfile}'s web process serves {spec}: here, APP_MODULE={spec})"
+            else:
+                other = ""
             raise ConfigError(
                 "APP_MODULE is not set: name your aiohttp application as module:attribute, "
                 "e.g. ENV APP_MODULE=myapp.main:app (an Application) or "
@@ -959,6 +1043,7 @@ def nginx_values(s: Settings) -> dict[str, str]:
         for setting in SETTINGS
         if setting.field
     }
+    peers = trusted_networks(s.forwarded_allow_ips)
     return values | {
         "TLS_CERT": s.tls_cert,
         "TLS_KEY": s.tls_key,
@@ -968,6 +1053,14 @@ def nginx_values(s: Settings) -> dict[str, str]:
         else f"access_log {s.access_log} {s.access_log_format} buffer=4k flush=1s;",
         "UPSTREAM_SERVER": s.gunicorn_bind.replace("0.0.0.0", "127.0.0.1"),
         "UPSTREAM_KEEPALIVE_TIMEOUT": str(max(1, min(60, s.keepalive - 5))),
+        "REAL_IP": "\n".join(
+            [
+                *(f"set_real_ip_from {peer};" for peer in peers),
+                "real_ip_header X-Forwarded-For;",
+                "real_ip_recursive on;",
+            ]
+        ),
+        "TRUSTED_PEERS": "\n".join(f"{peer} 1;" for peer in peers),
         "HSTS_HEADER": 'add_header Strict-Transport-Security "max-age=31536000" always;'
         if s.tls_redirect
         else "",
